@@ -1,0 +1,30 @@
+# avar: `make run` (the embedded default end to end) and `make test`.
+# Each creates .venv when missing and installs what it needs, in one resolve.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint clean
+
+run: $(STAMP)
+	$(BIN)/avar prepare
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# torch first: 2.13.0 is the local CPU wheel, and deepspeed's sdist needs torch to build
+# (hence no build isolation, which would pull a CUDA torch into the build environment).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "setuptools>=68" wheel torch==2.13.0
+	DS_BUILD_OPS=0 $(BIN)/pip install --quiet --no-build-isolation -e ".[dev]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) models data metrics .pytest_cache

@@ -1,0 +1,126 @@
+"""The `avar` command line: thin wrappers over the library, one command per job."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from avar.config import ConfigError, load_params, to_dict
+
+app = typer.Typer(
+    help="avar: attention-guided cold-start for multimodal reasoning.", no_args_is_help=True
+)
+model_app = typer.Typer(help="Build and inspect models.", no_args_is_help=True)
+data_app = typer.Typer(help="Generate and validate datasets.", no_args_is_help=True)
+params_app = typer.Typer(help="Inspect params.yaml.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(data_app, name="data")
+app.add_typer(params_app, name="params")
+console = Console(stderr=True)
+
+ParamsFile = Annotated[Path, typer.Option("--params", help="The params file.")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("-S", "--set", help="Override a param: section.key=value (repeatable)."),
+]
+
+
+def friendly_errors(command):
+    """Report bad input as one clear line and a non-zero exit, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as err:
+            console.print(f"[red]config error:[/red] {err}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        except (ValueError, FileNotFoundError) as err:
+            console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+
+
+@model_app.command("init-tiny")
+@friendly_errors
+def model_init_tiny(
+    out: Annotated[Path, typer.Option(help="Directory to write the HF checkpoint to.")],
+    preset: Annotated[str, typer.Option(help="tiny (~1M params) or small (~40M).")] = "tiny",
+    seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+) -> None:
+    """Build a Qwen2.5-VL-architecture model with a locally trained tokenizer."""
+    from avar.models.tiny import init_tiny
+
+    init_tiny(out, preset, seed)
+    console.print(f"wrote {preset} model to {out}")
+
+
+@data_app.command("synth")
+@friendly_errors
+def data_synth(
+    kind: Annotated[str, typer.Option(help="visual or text.")],
+    n: Annotated[int, typer.Option(help="Number of records.")],
+    out: Annotated[Path, typer.Option(help="Output directory (data.jsonl, images/).")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    image_size: Annotated[int, typer.Option(help="Scene side in pixels.")] = 112,
+) -> None:
+    """Generate synthetic records: drawn-scene questions or text word problems."""
+    from avar.data import synthesize
+
+    path = synthesize(kind, n, seed, out, image_size)
+    console.print(f"wrote {n} {kind} records to {path}")
+
+
+@data_app.command("validate")
+def data_validate(paths: Annotated[list[Path], typer.Argument(help="JSONL files.")]) -> None:
+    """Check schema, images, answers and unique ids; exit 1 listing file:line problems."""
+    from avar.data import validate_files
+    from avar.summary import validation_table
+
+    report = validate_files(paths)
+    if not report.ok:
+        for line in report.problem_lines():
+            typer.echo(line)
+        console.print(f"[red]{len(report.problems)} problems[/red] in {len(paths)} file(s)")
+        raise typer.Exit(1)
+    Console().print(validation_table(report))
+
+
+@params_app.command("show")
+@friendly_errors
+def params_show(params: ParamsFile = Path("params.yaml"), overrides: Overrides = None) -> None:
+    """Print the resolved params (file + overrides + defaults) as JSON."""
+    typer.echo(json.dumps(to_dict(load_params(params, overrides)), indent=2))
+
+
+@app.command("prepare")
+@friendly_errors
+def prepare(params: ParamsFile = Path("params.yaml"), overrides: Overrides = None) -> None:
+    """Build the embedded model and the synthetic sources from params, validate, summarise."""
+    from avar.prepare import run
+
+    result = run(load_params(params, overrides))
+    from avar.summary import print_prepare_summary
+
+    print_prepare_summary(result)
+
+
+if __name__ == "__main__":
+    app()

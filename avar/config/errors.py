@@ -1,0 +1,18 @@
+"""The one error type for bad configuration."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A bad key or value in params.yaml or an override; names the key path (and where
+    known the file and line) and what was expected."""
+
+    def __init__(self, key: str, problem: str, where: str = ""):
+        self.key = key
+        self.problem = problem
+        self.where = where
+        super().__init__(f"{where}{key}: {problem}")
+
+    def located(self, where: str) -> ConfigError:
+        """The same error, prefixed with `file:line: `."""
+        return ConfigError(self.key, self.problem, where)

@@ -1,0 +1,176 @@
+"""params.yaml -> typed `Params`, with `section.key=value` overrides.
+
+Problems are reported as `ConfigError`s that name the key path and, for keys read from a
+file, the file and line: `params.yaml:12: rl.group_size: expected an int >= 2, got 1`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from avar.config.errors import ConfigError
+from avar.config.schema import Params
+
+T = typing.TypeVar("T")
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read params.yaml (a missing file means all defaults), apply overrides, validate."""
+    path = Path(path)
+    data: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    if path.exists():
+        data, lines = _read_yaml(path)
+    overridden: dict[str, str] = {}
+    for override in overrides or []:
+        overridden[_apply_override(data, override)] = override
+    try:
+        params = from_dict(Params, data, "")
+        params.check()
+    except ConfigError as err:
+        raise err.located(_where(err.key, path, lines, overridden)) from None
+    return params
+
+
+def _where(key: str, path: Path, lines: dict[str, int], overridden: dict[str, str]) -> str:
+    """`override 'a.b=1': ` when an override set the key, else `file:line: `."""
+    key = key.split("[")[0]
+    for candidate, override in overridden.items():
+        if key == candidate or key.startswith(candidate + "."):
+            return f"override '{override}': "
+    line = _nearest_line(key, lines)
+    return f"{path}:{line}: " if line else f"{path}: "
+
+
+def from_dict(cls: type[T], data: Any, key: str) -> T:
+    """Build dataclass `cls` from a mapping, checking every key and type."""
+    if not isinstance(data, dict):
+        raise ConfigError(key or "<root>", f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for name in data:
+        if name not in known:
+            where = f"{key}.{name}" if key else str(name)
+            raise ConfigError(where, f"unknown key; expected one of: {', '.join(sorted(known))}")
+    values = {}
+    for name, value in data.items():
+        sub = f"{key}.{name}" if key else name
+        values[name] = _convert(hints[name], value, sub)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(key, f"expected one of {list(allowed)}, got {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _convert(option, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(key, f"expected {hint}, got {value!r}")
+    return _scalar(hint, value, key)
+
+
+def _scalar(hint: type, value: Any, key: str) -> Any:
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(key, f"expected null, got {value!r}")
+        return None
+    # bool is an int in Python; a YAML `true` must not pass as a number.
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(key, f"expected {hint.__name__}, got {value!r}")
+
+
+def _apply_override(data: dict[str, Any], override: str) -> str:
+    """Apply `a.b.c=value` (value parsed as YAML) to the nested mapping; return `a.b.c`."""
+    dotted, sep, raw = override.partition("=")
+    if not sep or not dotted.strip():
+        raise ConfigError(override, "override must look like section.key=value")
+    parts = dotted.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(dotted, f"cannot set a key inside the non-mapping '{part}'")
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(dotted, f"override value is not valid YAML: {err}") from None
+    return ".".join(parts)
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    text = path.read_text()
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f"{mark.line + 1}:" if mark else ""
+        raise ConfigError("<yaml>", f"not valid YAML: {err}", f"{path}:{line} ") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", "expected a mapping of sections", f"{path}: ")
+    lines: dict[str, int] = {}
+    _collect_lines(node, "", lines)
+    return data, lines
+
+
+def _collect_lines(node: yaml.Node, prefix: str, lines: dict[str, int]) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for key_node, value_node in node.value:
+        key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+        lines[key] = key_node.start_mark.line + 1
+        _collect_lines(value_node, key, lines)
+
+
+def _nearest_line(key: str, lines: dict[str, int]) -> int | None:
+    """Line of the key, or of its closest enclosing section that the file has."""
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key.rpartition(".")[0]
+    return None
+
+
+def to_dict(params: Params) -> dict[str, Any]:
+    """Plain nested dict of the params (for logging and `avar params show`)."""
+    return dataclasses.asdict(params)
+
+
+def flatten(params: Params) -> dict[str, Any]:
+    """`section.key` -> value, lists joined by commas (MLflow params are flat strings)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = ",".join(map(str, value)) if isinstance(value, list) else value
+
+    walk("", to_dict(params))
+    return flat

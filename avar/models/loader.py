@@ -1,0 +1,96 @@
+"""Load (model, processor) for Qwen2-VL, Qwen2.5-VL and Qwen3-VL checkpoints.
+
+By local path or hub id. The family's own processor is used where it can be built; where
+it cannot (no torchvision for its video half, or no video config), avar's image-only
+`ImageTextProcessor` is built from the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+from avar.models.processor import ImageTextProcessor
+
+log = logging.getLogger(__name__)
+
+FAMILIES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl"}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` is bf16 on CUDA and fp32 on CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[dtype]
+
+
+def model_family(name_or_path: str) -> str:
+    """The checkpoint's model_type, checked to be a supported family."""
+    family = AutoConfig.from_pretrained(name_or_path).model_type
+    if family not in FAMILIES:
+        raise ValueError(
+            f"{name_or_path}: model_type '{family}' is not supported; "
+            f"expected one of {sorted(FAMILIES)}"
+        )
+    return family
+
+
+def load_processor(name_or_path: str, min_pixels: int = 0, max_pixels: int = 0):
+    """The family's processor, else the image-only one; pixel bounds overridden when > 0."""
+    processor = None
+    try:
+        processor = AutoProcessor.from_pretrained(name_or_path)
+    except (OSError, ImportError, ValueError, TypeError) as err:
+        log.debug("family processor of %s unavailable: %s", name_or_path, err)
+        log.info("%s: using avar's image-only processor", name_or_path)
+    if getattr(processor, "image_processor", None) is None:
+        processor = ImageTextProcessor.from_pretrained(name_or_path)
+    if min_pixels or max_pixels:
+        size = dict(processor.image_processor.size)
+        size["shortest_edge"] = min_pixels or size["shortest_edge"]
+        size["longest_edge"] = max_pixels or size["longest_edge"]
+        processor.image_processor.size = type(processor.image_processor.size)(**size)
+    return processor
+
+
+def load_model(
+    name_or_path: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    attn_implementation: str = "sdpa",
+):
+    """The model in eval mode on `device`, with the requested attention implementation."""
+    model_family(name_or_path)
+    target = resolve_device(device)
+    model = AutoModelForImageTextToText.from_pretrained(
+        name_or_path,
+        dtype=resolve_dtype(dtype, target),
+        attn_implementation=attn_implementation,
+    )
+    return model.to(target).eval()
+
+
+def load(name_or_path: str, device: str = "auto", dtype: str = "auto", **pixels):
+    """(model, processor) for a checkpoint."""
+    return load_model(name_or_path, device, dtype), load_processor(name_or_path, **pixels)
+
+
+def claim_family_processor(directory: Path, processor_class: str = "Qwen2_5_VLProcessor") -> None:
+    """Name the family's processor class in saved configs, as real checkpoints do."""
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        path = Path(directory) / name
+        if path.exists():
+            data = json.loads(path.read_text())
+            data["processor_class"] = processor_class
+            path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
