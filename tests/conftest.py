@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 
 from avar.data import synthesize
 from avar.models.loader import load_model, load_processor
@@ -32,3 +33,23 @@ def visual_jsonl(tmp_path_factory):
 @pytest.fixture(scope="session")
 def text_jsonl(tmp_path_factory):
     return synthesize("text", 40, 0, tmp_path_factory.mktemp("data") / "text")
+
+
+def image(width, height, color=(200, 30, 30)):
+    return Image.new("RGB", (width, height), color)
+
+
+@pytest.fixture()
+def multi_image_chat():
+    """Two user turns: two images (112x112, 56 wide x 84 high), then one more."""
+    return [
+        {"role": "user", "content": [
+            {"type": "image", "image": image(112, 112)},
+            {"type": "text", "text": "Compare"},
+            {"type": "image", "image": image(56, 84, (0, 0, 255))},
+            {"type": "text", "text": "and"},
+        ]},
+        {"role": "assistant", "content": "Done."},
+        {"role": "user", "content": [{"type": "image", "image": image(112, 112)}]},
+        {"role": "assistant", "content": "Again."},
+    ]  # fmt: skip

@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from PIL import Image
 
 from avar.data import read_jsonl
 from avar.data.prompts import to_messages
@@ -33,10 +32,6 @@ def runs(encoded) -> list[Segment]:
         if not out or out[-1] != s:
             out.append(Segment(s))
     return out
-
-
-def image(width, height, color=(200, 30, 30)):
-    return Image.new("RGB", (width, height), color)
 
 
 CHAT = [
@@ -88,22 +83,8 @@ def test_empty_system_prompt_has_no_system_tokens(processor):
     assert Segment.SYSTEM not in e.segment_ids
 
 
-def multi_image_chat():
-    return [
-        {"role": "user", "content": [
-            {"type": "image", "image": image(112, 112)},
-            {"type": "text", "text": "Compare"},
-            {"type": "image", "image": image(56, 84, (0, 0, 255))},
-            {"type": "text", "text": "and"},
-        ]},
-        {"role": "assistant", "content": "Done."},
-        {"role": "user", "content": [{"type": "image", "image": image(112, 112)}]},
-        {"role": "assistant", "content": "Again."},
-    ]  # fmt: skip
-
-
-def test_several_images_hand_counted(processor):
-    e = encode(processor, multi_image_chat())
+def test_several_images_hand_counted(processor, multi_image_chat):
+    e = encode(processor, multi_image_chat)
     # Patches are 14 px and merge 2x2: 112x112 -> 8x8 patches -> 16 tokens;
     # 56 wide x 84 high -> 4x6 patches -> 6 tokens.
     assert e.image_grid_thw.tolist() == [[1, 8, 8], [1, 6, 4], [1, 8, 8]]
@@ -115,8 +96,8 @@ def test_several_images_hand_counted(processor):
     assert segment_text(processor, e, R) == "Done.Again."
 
 
-def test_matches_transformers_processor_output(processor):
-    messages = multi_image_chat()
+def test_matches_transformers_processor_output(processor, multi_image_chat):
+    messages = multi_image_chat
     reference = processor.apply_chat_template(
         messages, tokenize=True, return_dict=True, return_tensors="pt"
     )
@@ -127,8 +108,8 @@ def test_matches_transformers_processor_output(processor):
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_padded_batch_keeps_each_sequence(processor, side):
-    conversations = [multi_image_chat(), CHAT, CHAT[1:2]]
+def test_padded_batch_keeps_each_sequence(processor, side, multi_image_chat):
+    conversations = [multi_image_chat, CHAT, CHAT[1:2]]
     singles = [encode(processor, c) for c in conversations]
     batch = encode_batch(processor, conversations, padding_side=side)
     length = batch["input_ids"].shape[1]
