@@ -1,7 +1,7 @@
 # avar: `make run` (the embedded default end to end) and `make test`.
 # Each creates .venv when missing and installs what it needs, in one resolve.
 
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp

@@ -63,3 +63,20 @@ def schema_problems(record: object) -> list[str]:
         if not all(isinstance(v, str) for v in record[key]):
             problems.append(f"field '{key}' must be a list of strings")
     return problems
+
+
+def question_fields(question: str, answer: object, solution: list[str], choices=()) -> dict:
+    """The question part of a record; a record with choices is graded by option letter."""
+    if choices:
+        answer_type = "choice"
+    elif isinstance(answer, int):
+        answer_type = "number"
+    else:
+        answer_type = "text"
+    return {
+        "question": question,
+        "answer": str(answer),
+        "answer_type": answer_type,
+        "choices": list(choices),
+        "solution": solution,
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 
 from avar.data.scenes import plural
+from avar.data.schema import question_fields
 
 NAMES = ("Ann", "Ben", "Cal", "Dee", "Eli", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kim", "Leo")
 ITEMS = ("apples", "marbles", "stickers", "coins", "pencils", "cards", "shells", "books")
@@ -38,7 +39,7 @@ def t_arithmetic(rng: random.Random, difficulty: str) -> dict:
             total += amount
     sentences.append(f"How many {item} does {name} have now?")
     steps.append(f"So {name} has {total} {item}.")
-    return _record("arithmetic", " ".join(sentences), str(total), "number", [], steps)
+    return question_fields(" ".join(sentences), total, steps)
 
 
 def t_multiply(rng: random.Random, difficulty: str) -> dict:
@@ -56,7 +57,7 @@ def t_multiply(rng: random.Random, difficulty: str) -> dict:
         steps.append(f"Adding the {extra} loose {item}: {product} + {extra} = {product + extra}.")
         answer = product + extra
     steps.append(f"So there are {answer} {item}.")
-    return _record("multiply", question, str(answer), "number", [], steps)
+    return question_fields(question, answer, steps)
 
 
 def t_ordering(rng: random.Random, difficulty: str) -> dict:
@@ -76,18 +77,7 @@ def t_ordering(rng: random.Random, difficulty: str) -> dict:
         "Chaining the comparisons from tallest to shortest: " + " > ".join(people) + ".",
         f"The {word} is {target}, option {letter}.",
     ]
-    return _record("ordering", question, letter, "choice", options, steps)
-
-
-def _record(category, question, answer, answer_type, choices, steps) -> dict:
-    return {
-        "category": category,
-        "question": question,
-        "answer": answer,
-        "answer_type": answer_type,
-        "choices": choices,
-        "solution": steps,
-    }
+    return question_fields(question, letter, steps, options)
 
 
 GENERATORS = {"arithmetic": t_arithmetic, "multiply": t_multiply, "ordering": t_ordering}
@@ -101,6 +91,7 @@ def text_record(rng: random.Random, index: int) -> dict:
         "id": f"text-{index:06d}",
         "kind": "text",
         "source": "synthetic",
+        "category": category,
         "difficulty": difficulty,
         "images": [],
         "scene": None,

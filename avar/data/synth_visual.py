@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable
 
 from avar.data.scenes import COLORS, SHAPES, describe, draw_scene, plural, random_scene
+from avar.data.schema import question_fields
 
 CATEGORIES = ("count", "color", "position", "compare", "arithmetic")
 DIFFICULTIES = ("easy", "medium", "hard")
@@ -38,17 +39,15 @@ def q_count(rng: random.Random, scene: dict) -> dict | None:
     noun = f"{value} shapes" if attr == "color" else plural(value)
     width = scene["width"]
     listed = "; ".join(describe(o, width) for o in matches) or "none"
-    return {
-        "question": f"How many {noun} are there in the image?",
-        "answer": str(len(matches)),
-        "answer_type": "number",
-        "choices": [],
-        "solution": [
+    return question_fields(
+        f"How many {noun} are there in the image?",
+        len(matches),
+        [
             _overview(scene),
             f"The {noun} are: {listed}.",
             f"So the count is {len(matches)}.",
         ],
-    }
+    )
 
 
 def q_color(rng: random.Random, scene: dict) -> dict | None:
@@ -57,17 +56,15 @@ def q_color(rng: random.Random, scene: dict) -> dict | None:
     if not unique:
         return None
     target = rng.choice(unique)
-    return {
-        "question": f"What color is the {target['shape']} in the image?",
-        "answer": target["color"],
-        "answer_type": "text",
-        "choices": [],
-        "solution": [
+    return question_fields(
+        f"What color is the {target['shape']} in the image?",
+        target["color"],
+        [
             _overview(scene),
             f"There is exactly one {target['shape']}: {describe(target, scene['width'])}.",
             f"So the {target['shape']} is {target['color']}.",
         ],
-    }
+    )
 
 
 def _name(obj: dict) -> str:
@@ -91,20 +88,17 @@ def q_position(rng: random.Random, scene: dict) -> dict | None:
         options = ["left of", "right of", "above", "below"]
         letter = LETTERS[options.index(relation)]
         width = scene["width"]
-        return {
-            "question": _choice_question(
-                f"Where is the {_name(a)} relative to the {_name(b)}?", options
-            ),
-            "answer": letter,
-            "answer_type": "choice",
-            "choices": options,
-            "solution": [
+        return question_fields(
+            _choice_question(f"Where is the {_name(a)} relative to the {_name(b)}?", options),
+            letter,
+            [
                 _overview(scene),
                 f"The {_name(a)} is {describe(a, width).split(' at ')[1]}; "
                 f"the {_name(b)} is {describe(b, width).split(' at ')[1]}.",
                 f"So the {_name(a)} is {relation} the {_name(b)}: option {letter}.",
             ],
-        }
+            options,
+        )
     return None
 
 
@@ -119,19 +113,18 @@ def q_compare(rng: random.Random, scene: dict) -> dict | None:
         index = 1
     else:
         index = 2
-    return {
-        "question": _choice_question(
+    return question_fields(
+        _choice_question(
             f"Are there more {plural(first)} or more {plural(second)} in the image?", options
         ),
-        "answer": LETTERS[index],
-        "answer_type": "choice",
-        "choices": options,
-        "solution": [
+        LETTERS[index],
+        [
             _overview(scene),
             f"There are {n_first} {plural(first)} and {n_second} {plural(second)}.",
             f"So the answer is {options[index]}: option {LETTERS[index]}.",
         ],
-    }
+        options,
+    )
 
 
 def q_arithmetic(rng: random.Random, scene: dict) -> dict | None:
@@ -140,31 +133,27 @@ def q_arithmetic(rng: random.Random, scene: dict) -> dict | None:
         first, second = rng.sample(list(SHAPES), 2)
         a = sum(o["shape"] == first for o in objects)
         b = sum(o["shape"] == second for o in objects)
-        return {
-            "question": f"How many {plural(first)} and {plural(second)} are there in total?",
-            "answer": str(a + b),
-            "answer_type": "number",
-            "choices": [],
-            "solution": [
+        return question_fields(
+            f"How many {plural(first)} and {plural(second)} are there in total?",
+            a + b,
+            [
                 _overview(scene),
                 f"There are {a} {plural(first)} and {b} {plural(second)}.",
                 f"{a} + {b} = {a + b}, so there are {a + b} in total.",
             ],
-        }
+        )
     color = rng.choice(sorted(COLORS))
     total = len(objects)
     colored = sum(o["color"] == color for o in objects)
-    return {
-        "question": f"If every {color} shape were removed, how many shapes would remain?",
-        "answer": str(total - colored),
-        "answer_type": "number",
-        "choices": [],
-        "solution": [
+    return question_fields(
+        f"If every {color} shape were removed, how many shapes would remain?",
+        total - colored,
+        [
             _overview(scene),
             f"There are {total} shapes, {colored} of them {color}.",
             f"{total} - {colored} = {total - colored}, so {total - colored} shapes remain.",
         ],
-    }
+    )
 
 
 GENERATORS: dict[str, Callable[[random.Random, dict], dict | None]] = {
