@@ -49,8 +49,16 @@ def test_every_field_has_a_docstring():
                     assert has_doc, f"{node.name}.{stmt.target.id} has no docstring"
 
 
-def test_missing_file_means_defaults(tmp_path):
-    assert load_params(tmp_path / "absent.yaml") == Params()
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="absent.yaml: <file>: params file not found"):
+        load_params(tmp_path / "absent.yaml")
+
+
+def test_empty_file_and_empty_sections_take_defaults(tmp_path):
+    assert load_params(write(tmp_path, "")) == Params()
+    params = load_params(write(tmp_path, "rl:\nsft_mm:\n  alpha: 0.5\n"), ["rl.kl_coef=0.1"])
+    assert params.rl == dataclasses.replace(Params().rl, kl_coef=0.1)
+    assert params.sft_mm.alpha == 0.5
 
 
 def test_unknown_key_names_file_line_and_key(tmp_path):

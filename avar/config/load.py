@@ -21,12 +21,15 @@ T = typing.TypeVar("T")
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
-    """Read params.yaml (a missing file means all defaults), apply overrides, validate."""
+    """Read params.yaml, apply overrides, validate; keys left out take their defaults."""
     path = Path(path)
-    data: dict[str, Any] = {}
-    lines: dict[str, int] = {}
-    if path.exists():
-        data, lines = _read_yaml(path)
+    if not path.is_file():
+        raise ConfigError(
+            "<file>",
+            "params file not found (run from the project root or pass --params)",
+            f"{path}: ",
+        )
+    data, lines = _read_yaml(path)
     overridden: dict[str, str] = {}
     for override in overrides or []:
         overridden[_apply_override(data, override)] = override
@@ -49,7 +52,10 @@ def _where(key: str, path: Path, lines: dict[str, int], overridden: dict[str, st
 
 
 def from_dict(cls: type[T], data: Any, key: str) -> T:
-    """Build dataclass `cls` from a mapping, checking every key and type."""
+    """Build dataclass `cls` from a mapping, checking every key and type.
+
+    An empty section (`rl:` with nothing under it) takes all its defaults."""
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(key or "<root>", f"expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -110,7 +116,9 @@ def _apply_override(data: dict[str, Any], override: str) -> str:
     parts = dotted.strip().split(".")
     node = data
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(dotted, f"cannot set a key inside the non-mapping '{part}'")
     try:
