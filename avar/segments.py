@@ -62,7 +62,10 @@ def split_rendered(text: str) -> list[Piece]:
     """Split a rendered ChatML conversation into segment pieces."""
     pieces: list[Piece] = []
     position = 0
-    for turn in TURN.finditer(text):
+    turns = list(TURN.finditer(text))
+    if not turns:
+        raise ValueError("chat template output has no ChatML turns (<|im_start|>role ...)")
+    for turn in turns:
         role, body, end = turn.group(1), turn.group(2), turn.group(3)
         if role not in ROLE_SEGMENT:
             raise ValueError(f"chat template produced an unsupported role '{role}'")
@@ -75,8 +78,6 @@ def split_rendered(text: str) -> list[Piece]:
         position = turn.end()
     if position < len(text):
         pieces.append(Piece(text[position:], Segment.TEMPLATE))
-    if not any(p.segment != Segment.TEMPLATE for p in pieces) and IM_START not in text:
-        raise ValueError("chat template output has no ChatML turns (<|im_start|>role ...)")
     return [p for p in pieces if p.text]
 
 

@@ -160,6 +160,15 @@ def test_forged_structure_and_unknown_roles_are_rejected(processor):
         encode(processor, [CHAT[0], {"role": "tool", "content": "x"}])
 
 
+def test_non_chatml_template_is_rejected(processor):
+    llava_style = copy.copy(processor)
+    llava_style.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    )
+    with pytest.raises(ValueError, match="no ChatML turns"):
+        encode(llava_style, CHAT)
+
+
 def test_record_messages(visual_jsonl):
     record = read_jsonl(visual_jsonl)[0]
     messages = to_messages(record, visual_jsonl.parent, "Sys.")
