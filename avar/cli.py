@@ -115,11 +115,9 @@ def params_show(params: ParamsFile = Path("params.yaml"), overrides: Overrides =
 def prepare(params: ParamsFile = Path("params.yaml"), overrides: Overrides = None) -> None:
     """Build the embedded model and the synthetic sources from params, validate, summarise."""
     from avar.prepare import run
-
-    result = run(load_params(params, overrides))
     from avar.summary import print_prepare_summary
 
-    print_prepare_summary(result)
+    print_prepare_summary(run(load_params(params, overrides)))
 
 
 if __name__ == "__main__":

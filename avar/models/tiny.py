@@ -21,6 +21,8 @@ from transformers import (
 )
 from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
 
+from avar.data.synth_text import text_record
+from avar.data.synth_visual import visual_record
 from avar.io import atomic_dir
 from avar.models.loader import claim_family_processor
 from avar.models.processor import ImageTextProcessor
@@ -59,9 +61,6 @@ def chat_template() -> str:
 
 def tokenizer_corpus(n: int = 1500, seed: int = 0) -> list[str]:
     """Synthetic questions and traces of both kinds, plus the template's words."""
-    from avar.data.synth_text import text_record
-    from avar.data.synth_visual import visual_record
-
     rng = random.Random(f"avar-tokenizer-{seed}")
     corpus = ["system\nYou are a helpful assistant.", "user\n", "assistant\n"]
     for index in range(n):
