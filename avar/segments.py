@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 IGNORE_INDEX = -100
-IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+IM_START = "<|im_start|>"
 VISION_START, VISION_END, IMAGE_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"
 TURN = re.compile(r"<\|im_start\|>([^\n]*)\n(.*?)(<\|im_end\|>|\Z)", re.DOTALL)
 VISION = re.compile(r"(<\|vision_start\|>|<\|vision_end\|>|<\|image_pad\|>)")

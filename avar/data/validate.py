@@ -32,7 +32,6 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     records: int = 0
     images: int = 0
-    by_kind: Counter = field(default_factory=Counter)
     by_category: Counter = field(default_factory=Counter)
 
     @property
@@ -80,7 +79,6 @@ def _check_line(path, number, line, report, first_seen) -> None:
     if problems:
         return
     report.records += 1
-    report.by_kind[record["kind"]] += 1
     report.by_category[f"{record['kind']}/{record['category']}"] += 1
     if record["id"] in first_seen:
         seen_path, seen_line = first_seen[record["id"]]
