@@ -10,13 +10,12 @@ from __future__ import annotations
 import random
 
 from avar.data.scenes import plural
-from avar.data.schema import question_fields
+from avar.data.schema import DIFFICULTIES, question_fields
 
 NAMES = ("Ann", "Ben", "Cal", "Dee", "Eli", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kim", "Leo")
 ITEMS = ("apples", "marbles", "stickers", "coins", "pencils", "cards", "shells", "books")
 CONTAINERS = ("box", "bag", "jar", "crate", "basket")
 CATEGORIES = ("arithmetic", "multiply", "ordering")
-DIFFICULTIES = ("easy", "medium", "hard")
 STEPS_PER_DIFFICULTY = {"easy": 1, "medium": 2, "hard": 3}
 
 

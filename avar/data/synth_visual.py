@@ -11,10 +11,9 @@ import random
 from collections.abc import Callable
 
 from avar.data.scenes import COLORS, SHAPES, describe, draw_scene, plural, random_scene
-from avar.data.schema import question_fields
+from avar.data.schema import DIFFICULTIES, question_fields
 
 CATEGORIES = ("count", "color", "position", "compare", "arithmetic")
-DIFFICULTIES = ("easy", "medium", "hard")
 LETTERS = "ABCD"
 
 
