@@ -120,5 +120,58 @@ def prepare(params: ParamsFile = Path("params.yaml"), overrides: Overrides = Non
     print_prepare_summary(run(load_params(params, overrides)))
 
 
+ModelOption = Annotated[str, typer.Option("--model", help="Checkpoint: local dir or HF id.")]
+DataOption = Annotated[Path, typer.Option("--data", help="Records (JSONL; images beside it).")]
+InterveneOption = Annotated[
+    str | None,
+    typer.Option(help="Steer attention to image keys: alpha=0.2,layers=2-8[,beta=0.1]."),
+]
+
+
+@app.command("vas")
+@friendly_errors
+def vas(
+    model: ModelOption,
+    data: DataOption,
+    out: Annotated[Path, typer.Option(help="Report JSON.")],
+    queries: Annotated[str | None, typer.Option(help="response, prompt or last.")] = None,
+    layers: Annotated[str | None, typer.Option(help="all or an inclusive range A-B.")] = None,
+    impl: Annotated[str | None, typer.Option(help="efficient, or eager (reference).")] = None,
+    generate: Annotated[bool, typer.Option(help="Measure on the model's own answer.")] = False,
+    intervene: InterveneOption = None,
+    limit: Annotated[int, typer.Option(help="First N records; 0 = all.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(help="Generation length.")] = 128,
+    params: ParamsFile = Path("params.yaml"),
+    overrides: Overrides = None,
+) -> None:
+    """Visual Attention Score: image mass / system mass of the response's attention."""
+    from avar.attention.measure import VasSettings, load_records, measure_vas
+    from avar.config.specs import parse_intervention
+    from avar.io import write_json
+    from avar.models.loader import load_model, load_processor
+    from avar.summary import vas_table
+
+    cfg = load_params(params, overrides)
+    settings = VasSettings(
+        queries=queries or cfg.vas.queries,
+        layers=layers or cfg.vas.layers,
+        impl=impl or cfg.vas.impl,
+        generate=generate,
+        intervene=parse_intervention(intervene or ""),
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+    )
+    records, root = load_records(data, limit)
+    attention = "eager" if settings.impl == "eager" else "sdpa"
+    net = load_model(model, cfg.model.device, cfg.model.dtype, attn_implementation=attention)
+    processor = load_processor(model, cfg.model.min_pixels, cfg.model.max_pixels)
+    result = measure_vas(net, processor, records, root, settings, cfg.model.system_prompt)
+    result["model"], result["data"] = model, str(data)
+    write_json(out, result)
+    Console().print(vas_table(result))
+    console.print(f"wrote {out}")
+
+
 if __name__ == "__main__":
     app()

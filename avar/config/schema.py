@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from avar.config.errors import ConfigError
+from avar.config.specs import layer_range, parse_intervention
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -19,6 +20,13 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 def _require(ok: bool, key: str, expected: str, got: object) -> None:
     if not ok:
         raise ConfigError(key, f"expected {expected}, got {got!r}")
+
+
+def _require_spec(parse, text: str, key: str) -> None:
+    try:
+        parse(text)
+    except ValueError as err:
+        raise ConfigError(key, str(err)) from None
 
 
 @dataclass
@@ -206,7 +214,7 @@ class VasConfig:
     """Where the VAS of every checkpoint is written."""
 
     def check(self, key: str) -> None:
-        _require(_is_layer_spec(self.layers), f"{key}.layers", "'all' or 'A-B'", self.layers)
+        _require_spec(layer_range, self.layers, f"{key}.layers")
 
 
 @dataclass
@@ -223,6 +231,7 @@ class EvalConfig:
     def check(self, key: str) -> None:
         _require(len(self.benches) > 0, f"{key}.benches", "a non-empty list", self.benches)
         _require(self.limit >= 0, f"{key}.limit", "an int >= 0", self.limit)
+        _require_spec(parse_intervention, self.intervene, f"{key}.intervene")
 
 
 @dataclass
@@ -241,13 +250,6 @@ class TrackingConfig:
     """MLflow tracking URI (a server address or a local store)."""
     experiment: str = "avar"
     """MLflow experiment name."""
-
-
-def _is_layer_spec(spec: str) -> bool:
-    if spec == "all":
-        return True
-    lo, sep, hi = spec.partition("-")
-    return bool(sep) and lo.isdigit() and hi.isdigit() and int(lo) <= int(hi)
 
 
 @dataclass

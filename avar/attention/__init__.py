@@ -1,0 +1,1 @@
+"""Attention mass, VAS, attention-guided losses and the training-free intervention."""

@@ -1,0 +1,123 @@
+"""`avar vas`: measure the Visual Attention Score of a model on a dataset.
+
+Each record is teacher-forced on its reference response (or, with `generate`, on the
+model's own greedy response) and the attention masses of the chosen query tokens are
+read from the forward pass: efficiently (`mass_probe`) or from eager maps (reference).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from avar.attention.probe import eager_masses, mass_probe
+from avar.attention.steering import steer
+from avar.attention.vas import head_mean_masses, vas_per_layer
+from avar.config.specs import InterventionSpec, layer_list
+from avar.data.prompts import to_messages
+from avar.generate import generate, model_inputs
+from avar.segments import encode_batch
+
+IMPLS = ("efficient", "eager")
+
+
+@dataclass
+class VasSettings:
+    queries: str = "response"
+    layers: str = "all"
+    impl: str = "efficient"
+    generate: bool = False
+    intervene: InterventionSpec | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 128
+
+
+def batch_masses(model, batch: dict, settings: VasSettings) -> torch.Tensor:
+    """[L, B, H, S] masses of one collated batch (right-padded, teacher-forced)."""
+    segments = batch["segment_ids"]
+    if settings.impl == "eager":
+        if settings.intervene is not None:
+            raise ValueError("the eager reference does not apply the intervention")
+        return eager_masses(model, model_inputs(batch), segments, settings.queries, settings.layers)
+    if settings.impl != "efficient":
+        raise ValueError(f"impl must be one of {IMPLS}, got {settings.impl!r}")
+    with steer(model, settings.intervene, segments) as steering:
+        with mass_probe(model, segments, settings.queries, settings.layers, steering) as probe:
+            model(**model_inputs(batch))
+    return probe.masses()
+
+
+def conversations(records, root, system_prompt, responses=None) -> list[list[dict]]:
+    """Chat messages per record, ending in the reference or the given response."""
+    if responses is None:
+        return [to_messages(r, root, system_prompt, with_response=True) for r in records]
+    chats = [to_messages(r, root, system_prompt, with_response=False) for r in records]
+    return [c + [{"role": "assistant", "content": text}] for c, text in zip(chats, responses)]
+
+
+def measure_vas(model, processor, records, root, settings: VasSettings, system_prompt=None):
+    """The VAS report (see `report`) of `records`, whose images live under `root`."""
+    responses = None
+    if settings.generate:
+        prompts = [to_messages(r, root, system_prompt, with_response=False) for r in records]
+        responses = generate(
+            model, processor, prompts, settings.max_new_tokens, settings.batch_size,
+            settings.intervene,
+        )  # fmt: skip
+    chats = conversations(records, root, system_prompt, responses)
+    per_batch = []
+    for start in tqdm(range(0, len(chats), settings.batch_size), desc="vas", unit="batch"):
+        batch = encode_batch(processor, chats[start : start + settings.batch_size])
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        with torch.no_grad():
+            per_batch.append(batch_masses(model, batch, settings).cpu())
+    masses = torch.cat(per_batch, dim=1)  # [L, N, H, S]
+    n_layers = len(model.model.language_model.layers)
+    return report(masses, records, settings, layer_list(settings.layers, n_layers))
+
+
+def _mean(values: torch.Tensor) -> float | None:
+    """Mean over finite values; None when there are none (JSON has no NaN)."""
+    finite = values[torch.isfinite(values)]
+    return finite.mean().item() if finite.numel() else None
+
+
+def report(masses: torch.Tensor, records, settings: VasSettings, layers: list[int]) -> dict:
+    """Dataset means, per-layer values and per-sample rows from masses [L, N, H, S]."""
+    layer_masses = head_mean_masses(masses)  # name -> [L, N]
+    ratios = vas_per_layer(masses)  # [L, N]
+    sample_vas = ratios.mean(dim=0)  # [N]
+    result = {
+        "vas": _mean(sample_vas),
+        "vas_per_layer": [_mean(row) for row in ratios],
+        "layers": layers,
+        **{f"{name}_mass": _mean(m.mean(dim=0)) for name, m in layer_masses.items()},
+        "mass_per_layer": {name: [_mean(row) for row in m] for name, m in layer_masses.items()},
+        "n": len(records),
+        "n_without_system": int((~torch.isfinite(sample_vas)).sum()),
+        "impl": settings.impl,
+        "settings": {**asdict(settings), "intervene": str(settings.intervene or "")},
+        "samples": [
+            {
+                "id": record["id"],
+                "vas": None if math.isnan(v) else v,
+                "image_mass": layer_masses["image"][:, i].mean().item(),
+                "system_mass": layer_masses["system"][:, i].mean().item(),
+            }
+            for i, (record, v) in enumerate(zip(records, sample_vas.tolist()))
+        ],
+    }
+    return result
+
+
+def load_records(path: str | Path, limit: int = 0) -> tuple[list[dict], Path]:
+    """Validated records of a JSONL file (first `limit`, 0 = all) and their image root."""
+    from avar.data import read_jsonl, require_valid
+
+    require_valid([path])
+    records = read_jsonl(path)
+    return (records[:limit] if limit else records), Path(path).parent

@@ -1,0 +1,44 @@
+"""Batched greedy generation for chat conversations, optionally with the intervention."""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from avar.attention.steering import steer
+from avar.config.specs import InterventionSpec
+from avar.segments import encode_batch
+
+
+def model_inputs(batch: dict) -> dict:
+    """The keys of a collated batch that the model's forward takes."""
+    return {k: v for k, v in batch.items() if k not in ("segment_ids", "labels")}
+
+
+def generate(
+    model,
+    processor,
+    conversations: list[list[dict]],
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    intervention: InterventionSpec | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy completions (special tokens stripped), one per conversation, in order."""
+    tokenizer = processor.tokenizer
+    texts: list[str] = []
+    starts = range(0, len(conversations), batch_size)
+    for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
+        chunk = conversations[start : start + batch_size]
+        batch = encode_batch(processor, chunk, padding_side="left", add_generation_prompt=True)
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        with torch.no_grad(), steer(model, intervention, batch["segment_ids"]):
+            output = model.generate(
+                **model_inputs(batch),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        texts += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    return texts
