@@ -1,7 +1,8 @@
 """avar's attention function, registered through transformers' attention interface.
 
-Inside `attention_hooks(model)` the text decoder's attention implementation is `avar`:
-every layer computes its output with the usual SDPA kernel; a layer that carries a
+Inside `attention_hooks(model)` the text decoder's attention implementation `X` (sdpa,
+eager or flash_attention_2) becomes `avar_X`: every layer still computes its output with
+kernel `X` (and eager still returns its maps); a layer that carries a
 `MassProbe` also measures the attention mass of the selected query rows, and a layer that
 carries a `Steering` re-weights the scores of its steered rows (the training-free
 intervention). The vision tower keeps its own implementation. Nothing here holds an
@@ -10,15 +11,16 @@ L x L attention map.
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from typing import Protocol
 
 import torch
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface
 
-IMPLEMENTATION = "avar"
+BASES = ("sdpa", "eager", "flash_attention_2")
+PREFIX = "avar_"
 PROBE_ATTR, STEER_ATTR = "avar_probe", "avar_steering"
 
 
@@ -26,33 +28,46 @@ class LayerHook(Protocol):
     layers: list[int]
 
 
-def avar_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """SDPA output, plus steering and mass measurement where a hook asks for them.
+def base_attention(module, base: str):
+    """The attention function of kernel `base` for this module's model."""
+    if base == "eager":  # each HF model file defines its own eager function
+        return sys.modules[type(module).__module__].eager_attention_forward
+    return AttentionInterface._global_mapping[base]
 
-    query: [B, H, Tq, D]; key, value: [B, Hkv, Tk, D]; returns ([B, Tq, H, D], None).
-    """
-    output, _ = sdpa_attention_forward(
-        module, query, key, value, attention_mask, scaling=scaling, **kwargs
-    )
-    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
-    steering = getattr(module, STEER_ATTR, None)
-    if steering is not None:
-        output = steering.steer(query, key, value, attention_mask, scaling, output)
-    probe = getattr(module, PROBE_ATTR, None)
-    if probe is not None:
-        probe.record(module.layer_idx, query, key, attention_mask, scaling, steering)
-    return output, None
+
+def avar_attention(base: str):
+    """Attention function: kernel `base`, plus steering and mass measurement on request."""
+
+    def attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+        # query: [B, H, Tq, D]; key, value: [B, Hkv, Tk, D]; output: [B, Tq, H, D]
+        scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+        output, weights = base_attention(module, base)(
+            module, query, key, value, attention_mask, scaling=scaling, **kwargs
+        )
+        steering = getattr(module, STEER_ATTR, None)
+        if steering is not None:
+            output = steering.steer(query, key, value, attention_mask, scaling, output)
+        probe = getattr(module, PROBE_ATTR, None)
+        if probe is not None:
+            probe.record(module.layer_idx, query, key, attention_mask, scaling, steering)
+        return output, weights
+
+    return attention
 
 
 def allowed_keys(attention_mask, batch_index: int, rows: torch.Tensor, q_len: int, kv_len: int):
     """[R, Tk] bool: the keys each query row may attend to (rows index the Tq axis).
 
     `attention_mask` is what the model hands its attention function: None (causal, no
-    padding), a bool [B or 1, 1, Tq, Tk] (True = attend) or an additive float mask.
+    padding), a [B, Tk] padding mask (flash attention), a bool [B or 1, 1, Tq, Tk]
+    (True = attend) or an additive float mask (eager).
     """
+    positions = rows + (kv_len - q_len)
+    causal = torch.arange(kv_len, device=rows.device)[None, :] <= positions[:, None]
     if attention_mask is None:
-        positions = rows + (kv_len - q_len)
-        return torch.arange(kv_len, device=rows.device)[None, :] <= positions[:, None]
+        return causal
+    if attention_mask.ndim == 2:
+        return causal & attention_mask[batch_index, -kv_len:].bool()[None, :]
     mask = attention_mask[batch_index if attention_mask.shape[0] > 1 else 0, 0]
     mask = mask[rows] if mask.shape[0] > 1 else mask.expand(len(rows), -1)
     if mask.dtype == torch.bool:
@@ -61,9 +76,11 @@ def allowed_keys(attention_mask, batch_index: int, rows: torch.Tensor, q_len: in
 
 
 def ensure_registered() -> None:
-    if IMPLEMENTATION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(IMPLEMENTATION, avar_attention)
-        AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
+    for base in BASES:
+        if PREFIX + base not in AttentionInterface._global_mapping:
+            AttentionInterface.register(PREFIX + base, avar_attention(base))
+            mask = AttentionMaskInterface._global_mapping[base]
+            AttentionMaskInterface.register(PREFIX + base, mask)
 
 
 def decoder_attention(model) -> list[torch.nn.Module]:
@@ -85,12 +102,15 @@ def attention_hooks(model, probe: LayerHook | None = None, steering: LayerHook |
     modules = decoder_attention(model)
     config = modules[0].config
     previous = config._attn_implementation_internal
+    base = previous.removeprefix(PREFIX)
+    if base not in BASES:
+        raise ValueError(f"attention implementation {previous!r}: avar supports {BASES}")
     saved = []
     for name, hook in ((PROBE_ATTR, probe), (STEER_ATTR, steering)):
         for index in hook.layers if hook is not None else ():
             saved.append((modules[index], name, getattr(modules[index], name, None)))
             setattr(modules[index], name, hook)
-    config._attn_implementation_internal = IMPLEMENTATION
+    config._attn_implementation_internal = PREFIX + base
     try:
         yield
     finally:

@@ -62,7 +62,7 @@ def rows_key_profile(
     adjust: ScoreAdjust | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
 ) -> torch.Tensor:
-    """Attention each key receives from the rows, summed over rows: [H, T], fp32.
+    """Attention each key receives from the rows, summed over rows: [H, T] (fp32 or wider).
 
     GQA-aware (H = Hkv * G). Differentiable: with grad enabled each chunk is checkpointed,
     so backward recomputes the chunk's probabilities instead of storing them.
@@ -70,8 +70,9 @@ def rows_key_profile(
     heads, n_rows, dim = query.shape
     kv_heads, length, _ = key.shape
     groups = heads // kv_heads
-    query = query.float().reshape(kv_heads, groups, n_rows, dim)
-    key = key.float()
+    dtype = torch.promote_types(query.dtype, torch.float32)  # fp32, or fp64 when given
+    query = query.to(dtype).reshape(kv_heads, groups, n_rows, dim)
+    key = key.to(dtype)
     if rows is None:
         rows = torch.arange(n_rows, device=query.device)
     step = max(1, chunk_elements // (heads * length))
@@ -91,10 +92,11 @@ def key_profile_from_weights(weights: torch.Tensor, query_mask: torch.Tensor) ->
     """Reference: attention per key summed over selected queries, from full maps.
 
     weights: [B, H, Tq, Tk] softmax maps (eager `output_attentions`); query_mask: [B, Tq].
-    Returns [B, H, Tk] fp32.
+    Returns [B, H, Tk] in fp32 (or wider).
     """
-    mask = query_mask.to(weights.device, torch.float32)[:, None, :, None]  # [B, 1, Tq, 1]
-    return (weights.float() * mask).sum(dim=2)
+    dtype = torch.promote_types(weights.dtype, torch.float32)
+    mask = query_mask.to(weights.device, dtype)[:, None, :, None]  # [B, 1, Tq, 1]
+    return (weights.to(dtype) * mask).sum(dim=2)
 
 
 def segment_mass(
