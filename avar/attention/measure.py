@@ -56,7 +56,10 @@ def conversations(records, root, system_prompt, responses=None) -> list[list[dic
     if responses is None:
         return [to_messages(r, root, system_prompt, with_response=True) for r in records]
     chats = [to_messages(r, root, system_prompt, with_response=False) for r in records]
-    return [c + [{"role": "assistant", "content": text}] for c, text in zip(chats, responses)]
+    return [
+        c + [{"role": "assistant", "content": text}]
+        for c, text in zip(chats, responses, strict=True)
+    ]
 
 
 def measure_vas(model, processor, records, root, settings: VasSettings, system_prompt=None):
@@ -108,7 +111,7 @@ def report(masses: torch.Tensor, records, settings: VasSettings, layers: list[in
                 "image_mass": layer_masses["image"][:, i].mean().item(),
                 "system_mass": layer_masses["system"][:, i].mean().item(),
             }
-            for i, (record, v) in enumerate(zip(records, sample_vas.tolist()))
+            for i, (record, v) in enumerate(zip(records, sample_vas.tolist(), strict=True))
         ],
     }
     return result

@@ -90,7 +90,7 @@ def mass_probe(
 def eager_masses(model, inputs: dict, segment_ids, queries="response", layers="all"):
     """Reference [layers, B, H, S] from eager `output_attentions` (needs an eager model)."""
     if model.config.text_config._attn_implementation != "eager":
-        raise ValueError("the eager reference needs a model loaded with attn_implementation='eager'")
+        raise ValueError("the eager reference needs a model loaded with eager attention")
     query_mask = query_mask_of(segment_ids, queries)
     layer_ids = layer_list(layers, len(decoder_attention(model)))
     attentions = model(**inputs, output_attentions=True).attentions
