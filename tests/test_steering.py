@@ -60,7 +60,8 @@ def test_cached_decoding_equals_teacher_forced_steering(tiny_model, processor, v
         out = tiny_model.generate(**model_inputs(batch), max_new_tokens=5, do_sample=False,
                                   output_scores=True, return_dict_in_generate=True)  # fmt: skip
     decoded = torch.stack(out.scores, dim=1)  # [B, 5, V]: logits for each new token
-    n_prompt, n_new = batch["input_ids"].shape[1], out.sequences.shape[1] - batch["input_ids"].shape[1]
+    n_prompt = batch["input_ids"].shape[1]
+    n_new = out.sequences.shape[1] - n_prompt
     # The same tokens in one teacher-forced pass; the new tokens are steered response rows.
     full = dict(batch, input_ids=out.sequences)
     ones = torch.ones(3, n_new, dtype=torch.long)
