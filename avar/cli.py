@@ -173,5 +173,44 @@ def vas(
     console.print(f"wrote {out}")
 
 
+@app.command("attention-map")
+@friendly_errors
+def attention_map(
+    model: ModelOption,
+    data: DataOption,
+    out: Annotated[Path, typer.Option(help="PNG to write.")],
+    index: Annotated[int, typer.Option(help="Record number in the file (0-based).")] = 0,
+    layers: Annotated[str | None, typer.Option(help="all or an inclusive range A-B.")] = None,
+    generate: Annotated[bool, typer.Option(help="Use the model's own answer.")] = False,
+    intervene: InterveneOption = None,
+    params: ParamsFile = Path("params.yaml"),
+    overrides: Overrides = None,
+) -> None:
+    """Draw the response's attention over the image, beside VAS per layer."""
+    from avar.attention.maps import attention_map as build_map
+    from avar.attention.maps import draw
+    from avar.attention.measure import load_records
+    from avar.config.specs import parse_intervention
+    from avar.data.prompts import to_messages
+    from avar.generate import generate as generate_text
+    from avar.models.loader import load_model, load_processor
+
+    cfg = load_params(params, overrides)
+    records, root = load_records(data)
+    if not 0 <= index < len(records):
+        raise ValueError(f"--index {index}: {data} has records 0-{len(records) - 1}")
+    record = records[index]
+    net = load_model(model, cfg.model.device, cfg.model.dtype)
+    processor = load_processor(model, cfg.model.min_pixels, cfg.model.max_pixels)
+    spec, response = parse_intervention(intervene or ""), None
+    if generate:
+        prompt = to_messages(record, root, cfg.model.system_prompt, with_response=False)
+        response = generate_text(net, processor, [prompt], 128, 1, spec)[0]
+    amap = build_map(net, processor, record, root, cfg.model.system_prompt,
+                     layers or cfg.vas.layers, response, spec)  # fmt: skip
+    draw(amap, out)
+    console.print(f"wrote {out}")
+
+
 if __name__ == "__main__":
     app()
