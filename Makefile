@@ -6,13 +6,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint clean
+.PHONY: run test bench lint clean
 
 run: $(STAMP)
 	$(BIN)/avar prepare
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/attention_mass.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

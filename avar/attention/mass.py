@@ -53,6 +53,18 @@ def _rows_profile(
     return torch.softmax(scores, dim=-1).sum(dim=-2)  # [Hkv, G, T]
 
 
+@torch.no_grad()
+def _rows_profile_inplace(query, key, allowed, scaling, adjust, rows) -> torch.Tensor:
+    """`_rows_profile` without grad, reusing one [Hkv, G, R, T] buffer throughout."""
+    scores = torch.matmul(query, key.transpose(-1, -2)[:, None]).mul_(scaling)
+    if adjust is not None:
+        scores = adjust(scores, rows)
+    scores.masked_fill_(~allowed, float("-inf"))
+    scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+    inverse_sums = scores.sum(dim=-1).reciprocal_()  # [Hkv, G, R]
+    return torch.einsum("hgrt,hgr->hgt", scores, inverse_sums)
+
+
 def rows_key_profile(
     query: torch.Tensor,  # [H, R, D]: the selected query rows of one sequence
     key: torch.Tensor,  # [Hkv, T, D]
@@ -84,7 +96,7 @@ def rows_key_profile(
         if differentiable:
             total = total + checkpoint(_rows_profile, *args, use_reentrant=False)
         else:
-            total += _rows_profile(*args)
+            total += _rows_profile_inplace(*args)
     return total.reshape(heads, length)
 
 
