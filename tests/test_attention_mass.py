@@ -123,7 +123,7 @@ def test_efficient_masses_equal_eager_maps_of_the_same_pass(
 
 
 # Separate models: the sdpa and eager kernels round differently upstream of each layer,
-# and wide random weights amplify that, so masses agree to ~1e-5 relative, not 1e-7.
+# and wide random weights amplify that: masses agree to a few 1e-5 relative, not 1e-7.
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
 
 

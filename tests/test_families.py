@@ -82,3 +82,30 @@ def test_family_loads_encodes_and_runs(build, tiny_dir, tmp_path, multi_image_ch
         out = loaded(**batch)
     assert out.logits.shape[:2] == batch["input_ids"].shape
     assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("build", [qwen2_vl, qwen3_vl], ids=["qwen2_vl", "qwen3_vl"])
+def test_family_masses_equal_eager_maps(build, tiny_dir, multi_image_chat):
+    """The mass probe on the other families' attention modules, against the same pass's
+    eager maps (left-padded, three images)."""
+    from avar.attention.mass import key_profile_from_weights, segment_mass, select_queries
+    from avar.attention.probe import mass_probe
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    torch.manual_seed(1)
+    model, patch, _ = build(tokenizer)
+    model.eval().set_attn_implementation("eager")
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=patch, min_pixels=(2 * patch) ** 2, max_pixels=(8 * patch) ** 2
+    )
+    processor = ImageTextProcessor(image_processor, tokenizer, chat_template=chat_template())
+    batch = encode_batch(processor, [multi_image_chat, multi_image_chat[:2]], padding_side="left")
+    segments = batch.pop("segment_ids")
+    batch.pop("labels")
+    queries = select_queries(segments, "response")
+    with torch.no_grad(), mass_probe(model, segments) as probe:
+        maps = model(**batch, output_attentions=True).attentions
+    reference = torch.stack(
+        [segment_mass(key_profile_from_weights(m, queries), segments, queries) for m in maps]
+    )
+    torch.testing.assert_close(probe.masses(), reference, rtol=1e-5, atol=1e-7)
