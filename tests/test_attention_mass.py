@@ -15,7 +15,7 @@ from avar.attention.mass import (
     segment_mass,
     select_queries,
 )
-from avar.attention.probe import eager_masses, mass_probe
+from avar.attention.probe import eager_masses, mass_probe, masses_from_maps
 from avar.data import read_jsonl
 from avar.data.prompts import to_messages
 from avar.generate import model_inputs
@@ -99,6 +99,15 @@ def sharp_models(tiny_dir):
     return models
 
 
+def mixed_batch(processor, visual_jsonl, text_jsonl, multi_image_chat, padding_side):
+    """Two one-image records, a text-only record and a three-image conversation."""
+    visual = read_jsonl(visual_jsonl)[:2]
+    chats = [to_messages(r, visual_jsonl.parent, "Look closely.") for r in visual]
+    chats.append(to_messages(read_jsonl(text_jsonl)[0], text_jsonl.parent, None))
+    chats.append(multi_image_chat)
+    return encode_batch(processor, chats, padding_side=padding_side)
+
+
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 @pytest.mark.parametrize("queries", ["response", "prompt", "last"])
 def test_efficient_masses_equal_eager_maps_of_the_same_pass(
@@ -111,10 +120,7 @@ def test_efficient_masses_equal_eager_maps_of_the_same_pass(
     for _, eager in sharp_models:
         with torch.no_grad(), mass_probe(eager, segments, queries) as probe:
             maps = eager(**model_inputs(batch), output_attentions=True).attentions
-        reference = torch.stack([
-            segment_mass(key_profile_from_weights(m, query_mask), segments, query_mask)
-            for m in maps
-        ])  # fmt: skip
+        reference = masses_from_maps(maps, segments, query_mask, [0, 1, 2, 3])
         efficient = probe.masses()
         assert efficient.shape == (4, 4, 4, len(Segment))  # layers, sequences, heads, segments
         torch.testing.assert_close(efficient, reference, rtol=1e-5, atol=1e-7)
@@ -125,15 +131,6 @@ def test_efficient_masses_equal_eager_maps_of_the_same_pass(
 # Separate models: the sdpa and eager kernels round differently upstream of each layer,
 # and wide random weights amplify that: masses agree to a few 1e-5 relative, not 1e-7.
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
-
-
-def mixed_batch(processor, visual_jsonl, text_jsonl, multi_image_chat, padding_side):
-    """Two one-image records, a text-only record and a three-image conversation."""
-    visual = read_jsonl(visual_jsonl)[:2]
-    chats = [to_messages(r, visual_jsonl.parent, "Look closely.") for r in visual]
-    chats.append(to_messages(read_jsonl(text_jsonl)[0], text_jsonl.parent, None))
-    chats.append(multi_image_chat)
-    return encode_batch(processor, chats, padding_side=padding_side)
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])

@@ -88,8 +88,8 @@ def test_family_loads_encodes_and_runs(build, tiny_dir, tmp_path, multi_image_ch
 def test_family_masses_equal_eager_maps(build, tiny_dir, multi_image_chat):
     """The mass probe on the other families' attention modules, against the same pass's
     eager maps (left-padded, three images)."""
-    from avar.attention.mass import key_profile_from_weights, segment_mass, select_queries
-    from avar.attention.probe import mass_probe
+    from avar.attention.mass import select_queries
+    from avar.attention.probe import mass_probe, masses_from_maps
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     torch.manual_seed(1)
@@ -105,7 +105,5 @@ def test_family_masses_equal_eager_maps(build, tiny_dir, multi_image_chat):
     queries = select_queries(segments, "response")
     with torch.no_grad(), mass_probe(model, segments) as probe:
         maps = model(**batch, output_attentions=True).attentions
-    reference = torch.stack(
-        [segment_mass(key_profile_from_weights(m, queries), segments, queries) for m in maps]
-    )
+    reference = masses_from_maps(maps, segments, queries, list(range(len(maps))))
     torch.testing.assert_close(probe.masses(), reference, rtol=1e-5, atol=1e-7)

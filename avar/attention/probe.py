@@ -87,12 +87,16 @@ def mass_probe(
         yield probe
 
 
+def masses_from_maps(maps, segment_ids, query_mask, layers: list[int]) -> torch.Tensor:
+    """[layers, B, H, S] from per-layer attention maps ([B, H, T, T] each)."""
+    profiles = [key_profile_from_weights(maps[i], query_mask) for i in layers]
+    return torch.stack([segment_mass(p, segment_ids, query_mask) for p in profiles])
+
+
 def eager_masses(model, inputs: dict, segment_ids, queries="response", layers="all"):
     """Reference [layers, B, H, S] from eager `output_attentions` (needs an eager model)."""
     if model.config.text_config._attn_implementation != "eager":
         raise ValueError("the eager reference needs a model loaded with eager attention")
-    query_mask = query_mask_of(segment_ids, queries)
     layer_ids = layer_list(layers, len(decoder_attention(model)))
-    attentions = model(**inputs, output_attentions=True).attentions
-    profiles = [key_profile_from_weights(attentions[i], query_mask) for i in layer_ids]
-    return torch.stack([segment_mass(p, segment_ids, query_mask) for p in profiles])
+    maps = model(**inputs, output_attentions=True).attentions
+    return masses_from_maps(maps, segment_ids, query_mask_of(segment_ids, queries), layer_ids)
