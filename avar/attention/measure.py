@@ -14,10 +14,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from avar.attention.hooks import decoder_attention
+from avar.attention.mass import QUERY_SETS
 from avar.attention.probe import eager_masses, mass_probe
 from avar.attention.steering import steer
 from avar.attention.vas import head_mean_masses, vas_per_layer
-from avar.config.specs import InterventionSpec, layer_list
+from avar.config.specs import InterventionSpec, layer_list, layer_range
 from avar.data.prompts import to_messages
 from avar.generate import generate, model_inputs
 from avar.segments import encode_batch
@@ -35,16 +37,22 @@ class VasSettings:
     batch_size: int = 8
     max_new_tokens: int = 128
 
+    def __post_init__(self) -> None:
+        """Fail before any model is loaded."""
+        if self.impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {self.impl!r}")
+        if self.queries not in QUERY_SETS:
+            raise ValueError(f"queries must be one of {QUERY_SETS}, got {self.queries!r}")
+        if self.impl == "eager" and self.intervene is not None:
+            raise ValueError("the eager reference does not apply the intervention")
+        layer_range(self.layers)
+
 
 def batch_masses(model, batch: dict, settings: VasSettings) -> torch.Tensor:
     """[L, B, H, S] masses of one collated batch (right-padded, teacher-forced)."""
     segments = batch["segment_ids"]
     if settings.impl == "eager":
-        if settings.intervene is not None:
-            raise ValueError("the eager reference does not apply the intervention")
         return eager_masses(model, model_inputs(batch), segments, settings.queries, settings.layers)
-    if settings.impl != "efficient":
-        raise ValueError(f"impl must be one of {IMPLS}, got {settings.impl!r}")
     with steer(model, settings.intervene, segments) as steering:
         with mass_probe(model, segments, settings.queries, settings.layers, steering) as probe:
             model(**model_inputs(batch))
@@ -79,7 +87,7 @@ def measure_vas(model, processor, records, root, settings: VasSettings, system_p
         with torch.no_grad():
             per_batch.append(batch_masses(model, batch, settings).cpu())
     masses = torch.cat(per_batch, dim=1)  # [L, N, H, S]
-    n_layers = len(model.model.language_model.layers)
+    n_layers = len(decoder_attention(model))
     return report(masses, records, settings, layer_list(settings.layers, n_layers))
 
 
@@ -94,7 +102,7 @@ def report(masses: torch.Tensor, records, settings: VasSettings, layers: list[in
     layer_masses = head_mean_masses(masses)  # name -> [L, N]
     ratios = vas_per_layer(masses)  # [L, N]
     sample_vas = ratios.mean(dim=0)  # [N]
-    result = {
+    return {
         "vas": _mean(sample_vas),
         "vas_per_layer": [_mean(row) for row in ratios],
         "layers": layers,
@@ -114,7 +122,6 @@ def report(masses: torch.Tensor, records, settings: VasSettings, layers: list[in
             for i, (record, v) in enumerate(zip(records, sample_vas.tolist(), strict=True))
         ],
     }
-    return result
 
 
 def load_records(path: str | Path, limit: int = 0) -> tuple[list[dict], Path]:
