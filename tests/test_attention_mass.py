@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
 
 from avar.attention.mass import (
@@ -196,3 +198,31 @@ def test_probe_rejects_a_cached_pass(tiny_model, processor, visual_jsonl):
     with pytest.raises(ValueError, match="teacher-forced"):
         with torch.no_grad(), mass_probe(tiny_model, batch["segment_ids"][:, :5]):
             tiny_model(**model_inputs(batch))
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any op produces while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in pytree.tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                self.largest = max(self.largest, tensor.numel())
+        return out
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_rows_key_profile_never_holds_more_than_a_chunk(grad):
+    # 4 heads, 300 rows over 600 keys: all scores would be 720,000 elements.
+    query = torch.randn(4, 300, 8, requires_grad=grad)
+    key = torch.randn(2, 600, 8, requires_grad=grad)
+    allowed = torch.ones(300, 600, dtype=torch.bool)
+    with torch.set_grad_enabled(grad), LargestTensor() as seen:
+        profile = rows_key_profile(query, key, allowed, 0.3, chunk_elements=4 * 600 * 16)
+        if grad:
+            profile.sum().backward()
+    assert seen.largest <= 4 * 600 * 16  # one chunk of 16 rows, in forward and backward
