@@ -18,8 +18,10 @@ from avar.segments import Segment
 
 N_SEGMENTS = len(Segment)
 QUERY_SETS = ("response", "prompt", "last")
-# Rows of softmax probabilities held at once are capped to this many elements (fp32).
-CHUNK_ELEMENTS = 2**20
+# Scores held at once are capped to this many fp32 elements: 4 MiB on CPU, where every
+# allocation counts against a small budget; 128 MiB on GPU, where one kernel per handful
+# of rows would cost more time than the memory is worth.
+CHUNK_ELEMENTS = {"cpu": 2**20, "cuda": 2**25}
 
 ScoreAdjust = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -72,7 +74,7 @@ def rows_key_profile(
     scaling: float,
     rows: torch.Tensor | None = None,  # [R] absolute positions, passed to `adjust`
     adjust: ScoreAdjust | None = None,
-    chunk_elements: int = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ) -> torch.Tensor:
     """Attention each key receives from the rows, summed over rows: [H, T] (fp32 or wider).
 
@@ -87,7 +89,8 @@ def rows_key_profile(
     key = key.to(dtype)
     if rows is None:
         rows = torch.arange(n_rows, device=query.device)
-    step = max(1, chunk_elements // (heads * length))
+    budget = chunk_elements or CHUNK_ELEMENTS.get(query.device.type, CHUNK_ELEMENTS["cpu"])
+    step = max(1, budget // (heads * length))
     differentiable = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad)
     total = query.new_zeros(kv_heads, groups, length)
     for start in range(0, n_rows, step):
