@@ -189,9 +189,8 @@ def attention_map(
     """Draw the response's attention over the image, beside VAS per layer."""
     from avar.attention.maps import attention_map as build_map
     from avar.attention.maps import draw
-    from avar.attention.measure import load_records
+    from avar.attention.measure import load_records, prompts
     from avar.config.specs import parse_intervention
-    from avar.data.prompts import to_messages
     from avar.generate import generate as generate_text
     from avar.models.loader import load_model, load_processor
 
@@ -204,8 +203,8 @@ def attention_map(
     processor = load_processor(model, cfg.model.min_pixels, cfg.model.max_pixels)
     spec, response = parse_intervention(intervene or ""), None
     if generate:
-        prompt = to_messages(record, root, cfg.model.system_prompt, with_response=False)
-        response = generate_text(net, processor, [prompt], 128, 1, spec)[0]
+        prompt = prompts([record], root, cfg.model.system_prompt)
+        response = generate_text(net, processor, prompt, 128, 1, spec)[0]
     amap = build_map(net, processor, record, root, cfg.model.system_prompt,
                      layers or cfg.vas.layers, response, spec)  # fmt: skip
     draw(amap, out)

@@ -40,24 +40,28 @@ def select_queries(segment_ids: torch.Tensor, queries: str) -> torch.Tensor:
     raise ValueError(f"queries must be one of {QUERY_SETS}, got {queries!r}")
 
 
-def _rows_profile(
-    query: torch.Tensor,  # [Hkv, G, R, D] fp32
-    key: torch.Tensor,  # [Hkv, T, D] fp32
+def row_probabilities(
+    query: torch.Tensor,  # [Hkv, G, R, D]
+    key: torch.Tensor,  # [Hkv, T, D]
     allowed: torch.Tensor,  # [R, T] bool
     scaling: float,
-    adjust: ScoreAdjust | None,
-    rows: torch.Tensor,  # [R] long: absolute positions of the rows
+    adjust: ScoreAdjust | None = None,
+    rows: torch.Tensor | None = None,  # [R] long: absolute positions, passed to `adjust`
 ) -> torch.Tensor:
+    """Softmax attention of the rows over all keys: [Hkv, G, R, T]."""
     scores = torch.matmul(query, key.transpose(-1, -2)[:, None]) * scaling  # [Hkv, G, R, T]
     if adjust is not None:
         scores = adjust(scores, rows)
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores, dim=-1).sum(dim=-2)  # [Hkv, G, T]
+    return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+
+
+def _rows_profile(query, key, allowed, scaling, adjust, rows) -> torch.Tensor:
+    return row_probabilities(query, key, allowed, scaling, adjust, rows).sum(dim=-2)
 
 
 @torch.no_grad()
 def _rows_profile_inplace(query, key, allowed, scaling, adjust, rows) -> torch.Tensor:
-    """`_rows_profile` without grad, reusing one [Hkv, G, R, T] buffer throughout."""
+    """`row_probabilities` summed over rows, without grad, in one reused buffer: [Hkv, G, T]."""
     scores = torch.matmul(query, key.transpose(-1, -2)[:, None]).mul_(scaling)
     if adjust is not None:
         scores = adjust(scores, rows)

@@ -59,11 +59,16 @@ def batch_masses(model, batch: dict, settings: VasSettings) -> torch.Tensor:
     return probe.masses()
 
 
+def prompts(records, root, system_prompt) -> list[list[dict]]:
+    """Chat messages per record, up to the user turn (for generation)."""
+    return [to_messages(r, root, system_prompt, with_response=False) for r in records]
+
+
 def conversations(records, root, system_prompt, responses=None) -> list[list[dict]]:
     """Chat messages per record, ending in the reference or the given response."""
     if responses is None:
         return [to_messages(r, root, system_prompt, with_response=True) for r in records]
-    chats = [to_messages(r, root, system_prompt, with_response=False) for r in records]
+    chats = prompts(records, root, system_prompt)
     return [
         c + [{"role": "assistant", "content": text}]
         for c, text in zip(chats, responses, strict=True)
@@ -74,9 +79,9 @@ def measure_vas(model, processor, records, root, settings: VasSettings, system_p
     """The VAS report (see `report`) of `records`, whose images live under `root`."""
     responses = None
     if settings.generate:
-        prompts = [to_messages(r, root, system_prompt, with_response=False) for r in records]
         responses = generate(
-            model, processor, prompts, settings.max_new_tokens, settings.batch_size,
+            model, processor, prompts(records, root, system_prompt), settings.max_new_tokens,
+            settings.batch_size,
             settings.intervene,
         )  # fmt: skip
     chats = conversations(records, root, system_prompt, responses)

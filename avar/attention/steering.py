@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import torch
 
 from avar.attention.hooks import allowed_keys, attention_hooks, decoder_attention
+from avar.attention.mass import row_probabilities
 from avar.config.specs import InterventionSpec, layer_list
 from avar.segments import Segment
 
@@ -70,10 +71,9 @@ class Steering:
             if rows.numel() == 0:
                 continue
             q = query[b, :, rows].float().reshape(kv_heads, heads // kv_heads, len(rows), dim)
-            scores = torch.matmul(q, key[b].float().transpose(-1, -2)[:, None]) * scaling
-            scores = self.adjust_for(b)(scores, positions[rows])  # [Hkv, G, R, T]
-            allowed = allowed_keys(attention_mask, b, rows, q_len, kv_len)
-            probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+            allowed = allowed_keys(attention_mask, b, rows, q_len, kv_len)  # [R, T]
+            probs = row_probabilities(q, key[b].float(), allowed, scaling, self.adjust_for(b),
+                                      positions[rows])  # fmt: skip
             steered = torch.matmul(probs, value[b].float()[:, None])  # [Hkv, G, R, D]
             output[b, rows] = steered.reshape(heads, len(rows), dim).transpose(0, 1).to(output)
         return output
