@@ -211,5 +211,24 @@ def attention_map(
     console.print(f"wrote {out}")
 
 
+@app.command("stage")
+@friendly_errors
+def stage(
+    name: Annotated[str, typer.Argument(help="base, coldstart_text, sft_mm or rl.")],
+    params: ParamsFile = Path("params.yaml"),
+    overrides: Overrides = None,
+) -> None:
+    """Run one pipeline stage from its section of params.yaml (safe to re-run)."""
+    import importlib
+
+    from avar.stages import STAGES
+
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
+    cfg = load_params(params, overrides)
+    result = importlib.import_module(f"avar.stages.{name}").run(cfg)
+    console.print(result.line(), soft_wrap=True)
+
+
 if __name__ == "__main__":
     app()

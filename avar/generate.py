@@ -9,6 +9,14 @@ from avar.attention.steering import steer
 from avar.config.specs import InterventionSpec
 from avar.segments import encode_batch
 
+VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Ids of the vision placeholders: a sampled one would break the next forward pass."""
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+
 
 def model_inputs(batch: dict) -> dict:
     """The keys of a collated batch that the model's forward takes."""
@@ -38,6 +46,7 @@ def generate(
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
+                suppress_tokens=vision_token_ids(tokenizer),
             )
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         texts += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

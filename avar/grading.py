@@ -105,7 +105,13 @@ def answers_match(answer: str, reference: str, answer_type: str, choices=()) -> 
     raise ValueError(f"answer_type must be choice, number or text, got {answer_type!r}")
 
 
-def grade(response: str, reference: str, answer_type: str, choices=()) -> bool:
-    """Whether a full response's final answer is correct."""
+def grade(response: str, reference: str, answer_type: str, choices=(), bare: bool = False) -> bool:
+    """Whether a full response's final answer is correct.
+
+    `bare=True` also accepts a response that is nothing but a one-line answer ("3"), as
+    a model trained on short answers gives; by default a final answer must be marked.
+    """
     answer = extract_answer(response)
+    if answer is None and bare and response.strip() and "\n" not in response.strip():
+        answer = response.strip()
     return answer is not None and answers_match(answer, reference, answer_type, choices)

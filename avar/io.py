@@ -26,14 +26,21 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, out)
+
+
+def replace_dir(src: str | Path, out: str | Path) -> Path:
+    """Move the finished directory `src` to `out`, replacing any previous `out` whole."""
+    src, out = Path(src), Path(out)
     if out.exists():
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(out, old)
-        os.replace(tmp, out)
+        os.replace(src, out)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(tmp, out)
+        os.replace(src, out)
+    return out
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

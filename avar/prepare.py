@@ -1,8 +1,9 @@
 """`avar prepare`: the embedded model and the synthetic raw sources, validated.
 
 Builds the `tiny`/`small` model named by `model.name_or_path` (a real checkpoint is only
-loaded), writes the synthetic visual and text sources under `data.raw_dir`, validates them,
-and encodes one record of each kind through the model as a smoke check.
+loaded), writes the synthetic visual, text and held-out visual sources under
+`data.raw_dir`, validates them, and encodes one record of each kind through the model as a
+smoke check.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def run(cfg: Params) -> PrepareResult:
         "visual": str(synthesize("visual", cfg.data.visual.n, cfg.data.visual.seed,
                                  raw / "visual", cfg.data.image_size)),
         "text": str(synthesize("text", cfg.data.text.n, cfg.data.text.seed, raw / "text")),
+        "heldout": str(synthesize("visual", cfg.data.heldout.n, cfg.data.heldout.seed,
+                                  raw / "heldout", cfg.data.image_size, prefix="heldout")),
     }  # fmt: skip
     report = require_valid(list(datasets.values()))
     model, processor = load(

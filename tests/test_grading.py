@@ -70,6 +70,10 @@ def test_choice_text_matches_with_options():
 def test_grade_reads_the_final_answer():
     assert grade("<think>3 shapes</think><answer>3</answer>", "3", "number")
     assert not grade("3", "3", "number")  # no final answer given
+    assert grade("3", "3", "number", bare=True)  # a bare one-line answer, when allowed
+    assert grade(" red ", "red", "text", bare=True)
+    assert not grade("3\nor 4", "3", "number", bare=True)  # more than an answer
+    assert not grade("4", "3", "number", bare=True)
     with pytest.raises(ValueError, match="answer_type"):
         grade("<answer>3</answer>", "3", "vector")
 

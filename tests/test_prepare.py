@@ -19,18 +19,22 @@ def test_prepare_builds_validates_and_summarises(tmp_path, monkeypatch):
     result = runner.invoke(
         app,
         ["prepare", "--params", str(ROOT / "params.yaml"),
-         "-S", "data.visual.n=12", "-S", "data.text.n=6"],
+         "-S", "data.visual.n=12", "-S", "data.text.n=6", "-S", "data.heldout.n=4"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (tmp_path / "models/init/model.safetensors").is_file()
     assert len(read_jsonl(tmp_path / "data/raw/visual/data.jsonl")) == 12
     assert len(read_jsonl(tmp_path / "data/raw/text/data.jsonl")) == 6
-    assert "18 valid records, 12 images" in result.output
+    heldout = read_jsonl(tmp_path / "data/raw/heldout/data.jsonl")
+    assert [r["id"] for r in heldout] == [f"heldout-{i:06d}" for i in range(4)]
+    assert all((tmp_path / "data/raw/heldout" / r["images"][0]).is_file() for r in heldout)
+    assert "22 valid records, 16 images" in result.output
     assert "tokens per segment" in result.output
     # re-running is safe and gives the same data
     before = (tmp_path / "data/raw/visual/data.jsonl").read_bytes()
     again = runner.invoke(app, ["prepare", "--params", str(ROOT / "params.yaml"),
-                                "-S", "data.visual.n=12", "-S", "data.text.n=6"])  # fmt: skip
+                                "-S", "data.visual.n=12", "-S", "data.text.n=6",
+                                "-S", "data.heldout.n=4"])  # fmt: skip
     assert again.exit_code == 0
     assert (tmp_path / "data/raw/visual/data.jsonl").read_bytes() == before
     assert not [p for p in (tmp_path / "data/raw").iterdir() if p.name.startswith(".")]

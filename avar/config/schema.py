@@ -82,6 +82,8 @@ class DataConfig:
     """Synthetic visual questions over drawn scenes."""
     text: SynthConfig = field(default_factory=lambda: SynthConfig(n=200, seed=1))
     """Synthetic text-only arithmetic and logic word problems."""
+    heldout: SynthConfig = field(default_factory=lambda: SynthConfig(n=100, seed=2))
+    """Synthetic visual questions kept out of training, for scoring checkpoints."""
     image_size: int = 112
     """Side in pixels of the drawn synthetic scenes."""
 
@@ -89,6 +91,7 @@ class DataConfig:
         _require(self.image_size >= 28, f"{key}.image_size", "an int >= 28", self.image_size)
         self.visual.check(f"{key}.visual")
         self.text.check(f"{key}.text")
+        self.heldout.check(f"{key}.heldout")
 
 
 @dataclass
@@ -96,36 +99,64 @@ class TrainConfig:
     """Knobs shared by the training stages."""
 
     out_dir: str = ""
-    """Directory the stage writes its checkpoint to."""
+    """Directory the stage writes its final model to (replaced whole when the stage ends)."""
+    checkpoint_dir: str = ""
+    """Directory of the stage's checkpoints (`checkpoint-<step>`), kept for resuming."""
+    metrics: str = ""
+    """JSON file the stage writes its metrics to: a row per checkpoint and a summary."""
     max_steps: int = 100
     """Optimizer steps to run."""
     learning_rate: float = 1e-4
-    """Peak learning rate."""
+    """Peak learning rate (cosine decay after warmup)."""
+    warmup: float = 0.05
+    """Warmup, as a fraction of max_steps."""
     batch_size: int = 8
-    """Per-device batch size."""
+    """Per-device batch size (sequences per forward pass)."""
     grad_accum: int = 1
     """Gradient accumulation steps."""
     save_steps: int = 50
-    """Save a checkpoint every N steps."""
+    """Save a checkpoint (and measure its VAS and accuracy) every N steps."""
+    log_steps: int = 10
+    """Log the losses every N steps."""
     resume: Literal["auto", "never"] = "auto"
-    """`auto` continues from the last checkpoint in out_dir when there is one."""
+    """`auto` continues from the last checkpoint in checkpoint_dir when it was written with
+    the same params; `never` (or changed params) starts over."""
     deepspeed: str = ""
-    """Path of a DeepSpeed config json (e.g. docker/ds_zero2.json); empty runs without it."""
+    """DeepSpeed config: `zero2` or `zero3` (avar's files), a path to a json, or empty."""
     seed: int = 0
     """Random seed for data order and initialisation."""
 
     def check(self, key: str) -> None:
-        _require(bool(self.out_dir), f"{key}.out_dir", "a non-empty path", self.out_dir)
-        for name in ("max_steps", "batch_size", "grad_accum", "save_steps"):
+        for name in ("out_dir", "checkpoint_dir", "metrics"):
+            value = getattr(self, name)
+            _require(bool(value), f"{key}.{name}", "a non-empty path", value)
+        for name in ("max_steps", "batch_size", "grad_accum", "save_steps", "log_steps"):
             value = getattr(self, name)
             _require(value >= 1, f"{key}.{name}", "an int >= 1", value)
         _require(self.learning_rate > 0, f"{key}.learning_rate", "a float > 0", self.learning_rate)
+        _require(0 <= self.warmup < 1, f"{key}.warmup", "a float in [0, 1)", self.warmup)
 
 
 @dataclass
 class BaseConfig(TrainConfig):
     out_dir: str = "models/base"
     """Directory the base model is written to."""
+    checkpoint_dir: str = "checkpoints/base"
+    """Directory of the pretraining checkpoints (embedded models only)."""
+    metrics: str = "metrics/base.json"
+    """JSON file of the base stage's metrics."""
+    heldout: int = 120
+    """Held-out perception questions scored at every checkpoint (embedded models only)."""
+    curriculum: float = 0.3
+    """Fraction of the pretraining data that are single zoomed-in objects, shrinking to
+    their true size, before the real scenes (embedded models only)."""
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        _require(self.heldout >= 1, f"{key}.heldout", "an int >= 1", self.heldout)
+        _require(
+            0 <= self.curriculum < 1, f"{key}.curriculum", "a float in [0, 1)", self.curriculum
+        )
 
 
 @dataclass
@@ -155,32 +186,57 @@ class CurateConfig:
 @dataclass
 class ColdstartTextConfig(TrainConfig):
     out_dir: str = "models/coldstart_text"
-    """Directory the text-only cold-start checkpoint is written to."""
+    """Directory the text-only cold-start model is written to."""
+    checkpoint_dir: str = "checkpoints/coldstart_text"
+    """Directory of the text-only cold-start checkpoints."""
+    metrics: str = "metrics/coldstart_text.json"
+    """JSON file of the stage's metrics."""
+    data: str = "data/raw/text/data.jsonl"
+    """Text-only reasoning traces to train on (JSONL in avar's record schema)."""
 
 
 @dataclass
 class SftMmConfig(TrainConfig):
     out_dir: str = "models/sft_mm"
-    """Directory the multimodal SFT checkpoint is written to."""
+    """Directory the multimodal SFT model is written to."""
+    checkpoint_dir: str = "checkpoints/sft_mm"
+    """Directory of the multimodal SFT checkpoints."""
+    metrics: str = "metrics/sft_mm.json"
+    """JSON file of the stage's metrics."""
+    data: str = "data/raw/visual/data.jsonl"
+    """Multimodal (visual-anchored) reasoning traces to train on."""
     init_from: Literal["base", "coldstart_text"] = "coldstart_text"
     """Checkpoint the multimodal SFT starts from."""
     alpha: float = 0.15
     """Weight of L_enhance_img (attention to image tokens); 0 disables it."""
     beta: float = 0.15
     """Weight of L_suppress_sys (attention to system tokens); 0 disables it."""
+    layers: str = "all"
+    """Decoder layers whose attention the two attention terms average over."""
 
     def check(self, key: str) -> None:
         super().check(key)
         _require(self.alpha >= 0, f"{key}.alpha", "a float >= 0", self.alpha)
         _require(self.beta >= 0, f"{key}.beta", "a float >= 0", self.beta)
+        _require_spec(layer_range, self.layers, f"{key}.layers")
 
 
 @dataclass
 class RlConfig(TrainConfig):
     out_dir: str = "models/rl"
-    """Directory the GRPO checkpoint is written to."""
+    """Directory the GRPO model is written to."""
+    checkpoint_dir: str = "checkpoints/rl"
+    """Directory of the GRPO checkpoints."""
+    metrics: str = "metrics/rl.json"
+    """JSON file of the stage's metrics."""
+    data: str = "data/raw/visual/data.jsonl"
+    """Questions to sample completions for (their answers grade them)."""
+    init_from: str = "sft_mm"
+    """Stage whose model GRPO starts from (its out_dir is read from these params)."""
     learning_rate: float = 1e-5
     """Peak learning rate."""
+    batch_size: int = 8
+    """Prompts per device per step; each is sampled group_size times."""
     group_size: int = 4
     """Completions sampled per prompt (GRPO group)."""
     kl_coef: float = 0.0
@@ -193,6 +249,10 @@ class RlConfig(TrainConfig):
     """Longest prompt, in tokens."""
     max_completion_tokens: int = 128
     """Longest sampled completion, in tokens."""
+    temperature: float = 1.0
+    """Sampling temperature of the completions."""
+    visual_layers: str = "all"
+    """Decoder layers r_visual averages the completion's image/system ratio over."""
 
     def check(self, key: str) -> None:
         super().check(key)
@@ -200,6 +260,32 @@ class RlConfig(TrainConfig):
         for name in ("kl_coef", "lambda_visual", "lambda_format"):
             value = getattr(self, name)
             _require(value >= 0, f"{key}.{name}", "a float >= 0", value)
+        _require(self.temperature > 0, f"{key}.temperature", "a float > 0", self.temperature)
+        _require(
+            self.init_from in ("base", "coldstart_text", "sft_mm"),
+            f"{key}.init_from",
+            "one of ['base', 'coldstart_text', 'sft_mm']",
+            self.init_from,
+        )
+        _require_spec(layer_range, self.visual_layers, f"{key}.visual_layers")
+
+
+@dataclass
+class CheckpointEvalConfig:
+    data: str = "data/raw/heldout/data.jsonl"
+    """Held-out visual questions every training checkpoint is scored on."""
+    limit: int = 64
+    """Questions scored per checkpoint (the first N); 0 means all."""
+    max_new_tokens: int = 192
+    """Generation length of the greedy answers."""
+    batch_size: int = 32
+    """Questions per generation batch."""
+
+    def check(self, key: str) -> None:
+        _require(self.limit >= 0, f"{key}.limit", "an int >= 0", self.limit)
+        for name in ("max_new_tokens", "batch_size"):
+            value = getattr(self, name)
+            _require(value >= 1, f"{key}.{name}", "an int >= 1", value)
 
 
 @dataclass
@@ -263,6 +349,7 @@ class Params:
     coldstart_text: ColdstartTextConfig = field(default_factory=ColdstartTextConfig)
     sft_mm: SftMmConfig = field(default_factory=SftMmConfig)
     rl: RlConfig = field(default_factory=RlConfig)
+    checkpoint_eval: CheckpointEvalConfig = field(default_factory=CheckpointEvalConfig)
     vas: VasConfig = field(default_factory=VasConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)

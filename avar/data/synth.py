@@ -13,8 +13,14 @@ from avar.data.synth_visual import visual_record
 from avar.io import atomic_dir
 
 
-def synthesize(kind: str, n: int, seed: int, out: str | Path, image_size: int = 112) -> Path:
-    """Generate `n` records of `kind` ('visual' or 'text'); same seed, same bytes."""
+def synthesize(
+    kind: str, n: int, seed: int, out: str | Path, image_size: int = 112, prefix: str = ""
+) -> Path:
+    """Generate `n` records of `kind` ('visual' or 'text'); same seed, same bytes.
+
+    Ids (and image names) are `<kind>-000123`, or `<prefix>-000123` when given, so that
+    sets generated apart never share an id.
+    """
     if kind not in ("visual", "text"):
         raise ValueError(f"--kind must be 'visual' or 'text', got {kind!r}")
     if n < 1:
@@ -27,9 +33,13 @@ def synthesize(kind: str, n: int, seed: int, out: str | Path, image_size: int = 
         for index in track(range(n), description=f"synth {kind}", transient=True):
             if kind == "visual":
                 record, image = visual_record(rng, index, image_size)
-                image.save(tmp / record["images"][0], format="PNG")
             else:
-                record = text_record(rng, index)
+                record, image = text_record(rng, index), None
+            if prefix:
+                record["id"] = record["id"].replace(kind, prefix, 1)
+                record["images"] = [f"images/{record['id']}.png" for _ in record["images"]]
+            if image is not None:
+                image.save(tmp / record["images"][0], format="PNG")
             lines.append(json.dumps(record, sort_keys=True))
         (tmp / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return Path(out) / "data.jsonl"

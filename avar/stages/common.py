@@ -1,0 +1,32 @@
+"""Pieces the training stages share: held-out score sets and the start model of a stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from avar.config import Params
+from avar.train.data import load_training_records
+from avar.train.scoring import ScoreSet
+
+
+def heldout_scores(params: Params) -> ScoreSet:
+    """The held-out visual questions every checkpoint is scored on (`checkpoint_eval`)."""
+    cfg = params.checkpoint_eval
+    records, root = load_training_records(cfg.data, "checkpoint_eval.data")
+    if cfg.limit:
+        records = records[: cfg.limit]
+    return ScoreSet.from_records(
+        "heldout", records, root, params.model.system_prompt,
+        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, layers=params.vas.layers,
+    )  # fmt: skip
+
+
+def stage_model(params: Params, stage: str) -> str:
+    """The published model of an earlier stage, which must exist."""
+    out_dir = Path(getattr(params, stage).out_dir)
+    if not (out_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{out_dir} holds no model: run `avar stage {stage}` first (or set the stage's "
+            "init_from to a stage that has run)"
+        )
+    return str(out_dir)

@@ -1,0 +1,1 @@
+"""Training: HF Trainer setup, the attention-guided SFT loss, GRPO, checkpoint scoring."""

@@ -1,0 +1,95 @@
+"""Checkpoints of a training stage: resume after a crash, publish the final model whole.
+
+`checkpoint_dir` holds the Trainer's `checkpoint-<step>` folders and `avar_stage.json`,
+the params the checkpoints were written with. A stage resumes only from checkpoints of the
+same params; otherwise it starts over (the folder is the stage's own scratch space).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from transformers.trainer_utils import get_last_checkpoint
+
+from avar.io import replace_dir, write_json
+
+log = logging.getLogger(__name__)
+STAGE_FILE = "avar_stage.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json")
+
+
+def resume_point(checkpoint_dir: str | Path, fingerprint: dict, resume: str) -> str | None:
+    """The checkpoint to resume from, or None after preparing an empty `checkpoint_dir`.
+
+    Call on the main process first (`TrainingArguments.main_process_first`): the other
+    ranks then see what it decided.
+    """
+    folder = Path(checkpoint_dir)
+    last = last_complete_checkpoint(folder)
+    stage_file = folder / STAGE_FILE
+    saved = json.loads(stage_file.read_text()) if stage_file.is_file() else None
+    if last and resume == "auto" and saved == fingerprint:
+        log.info("resuming from %s", last)
+        return last
+    if folder.is_dir() and any(folder.iterdir()):
+        reason = "resume is 'never'" if resume == "never" else "they were written with other params"
+        if last is None:
+            reason = "none of them is complete"
+        log.warning("starting over: removing the checkpoints in %s (%s)", folder, reason)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(stage_file, fingerprint)
+    return None
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """A crash while saving leaves a folder without its state or weights."""
+    return (checkpoint / "trainer_state.json").is_file() and any(
+        p.name.endswith(WEIGHT_SUFFIXES) for p in checkpoint.iterdir()
+    )
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest complete `checkpoint-<step>`; incomplete newer ones are removed."""
+    if not folder.is_dir():
+        return None
+    while (last := get_last_checkpoint(str(folder))) is not None:
+        if is_complete(Path(last)):
+            return last
+        log.warning("removing %s: it was not saved completely", last)
+        shutil.rmtree(last)
+    return None
+
+
+def processor_files(model_dir: str | Path) -> list[Path]:
+    """The files of a checkpoint that are not the model's weights or configs."""
+    return [
+        p
+        for p in sorted(Path(model_dir).iterdir())
+        if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and p.name not in MODEL_FILES
+        and p.name != "training_args.bin"
+    ]  # fmt: skip
+
+
+def publish_model(trainer, source_dir: str | Path, out_dir: str | Path) -> Path:
+    """Save the trained model with the source checkpoint's processor files into `out_dir`.
+
+    Every rank must call this (ZeRO-3 gathers the weights collectively); the main process
+    writes into `<out_dir>.partial` and swaps it into place whole.
+    """
+    out_dir = Path(out_dir)
+    staging = out_dir.with_name(f"{out_dir.name}.partial")
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        for path in processor_files(source_dir):
+            shutil.copy2(path, staging / path.name)
+        (staging / "training_args.bin").unlink(missing_ok=True)
+        replace_dir(staging, out_dir)
+    trainer.accelerator.wait_for_everyone()
+    return out_dir

@@ -1,0 +1,168 @@
+"""GRPO with the visual-anchored reward, as a compact loop on HF Trainer.
+
+    r = r_acc + lambda_visual * r_visual * [r_acc > 0] + lambda_format * r_format
+
+Each step samples `group_size` completions per prompt, scores them, normalises the rewards
+within each group (the advantages) and takes one policy-gradient step, with an optional
+k3 KL penalty against the starting model.
+
+Why not TRL's GRPOTrainer: TRL scores completions before its training forward, so r_visual
+(the completion's image/system attention ratio under the policy) would cost a second
+forward pass over every prompt + completion. Here each batch gets one on-policy update, so
+the forward that gives the log-probabilities for the loss also gives the attention masses
+(`mass_probe` rides on it): r_visual costs no extra pass. `bench/visual_reward.py`
+measures both ways side by side. Everything else (DeepSpeed, checkpoints, resume, logging)
+is HF Trainer's.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+
+import torch
+from transformers import Trainer
+from trl.models.utils import unwrap_model_for_generation
+
+from avar.attention.probe import mass_probe
+from avar.attention.vas import sequence_vas
+from avar.config.schema import RlConfig
+from avar.generate import model_inputs, vision_token_ids
+from avar.rewards import accuracy_reward, format_reward
+from avar.segments import Segment, encode_batch
+from avar.train.sft import LoggedStats
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(r - group mean) / (group std + 1e-4), groups of consecutive completions. [N] -> [N]"""
+    groups = rewards.view(-1, group_size)  # [B, G]
+    mean = groups.mean(dim=1, keepdim=True)
+    std = groups.std(dim=1, keepdim=True)  # unbiased, as TRL
+    return ((groups - mean) / (std + 1e-4)).view(-1)
+
+
+def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each next token. logits [N, T, V], ids [N, T] -> [N, T-1]"""
+    rows = []
+    # one row at a time: [T, V] float copies instead of [N, T, V]
+    for row_logits, row_ids in zip(logits[:, :-1], input_ids[:, 1:], strict=True):
+        picked = row_logits.gather(-1, row_ids.unsqueeze(-1)).squeeze(-1).float()  # [T-1]
+        rows.append(picked - torch.logsumexp(row_logits.float(), dim=-1))
+    return torch.stack(rows)
+
+
+def grpo_loss(logps, mask, advantages, ref_logps=None, kl_coef: float = 0.0):
+    """Policy-gradient loss of one on-policy update, mean over tokens then sequences.
+
+    logps, ref_logps, mask: [N, T]; advantages: [N]. The ratio exp(logp - logp.detach())
+    is 1 in value and carries the gradient of logp (TRL's num_iterations = 1 case).
+    """
+    ratio = torch.exp(logps - logps.detach())  # [N, T]
+    per_token = -ratio * advantages.unsqueeze(1)  # [N, T]
+    kl = torch.zeros_like(logps)
+    if ref_logps is not None and kl_coef > 0:
+        delta = ref_logps - logps
+        kl = torch.exp(delta) - delta - 1  # k3 estimator, >= 0
+        per_token = per_token + kl_coef * kl
+    mask = mask.to(per_token.dtype)
+    lengths = mask.sum(dim=1).clamp(min=1)  # [N]
+    loss = ((per_token * mask).sum(dim=1) / lengths).mean()
+    stats = {"kl": ((kl * mask).sum(dim=1) / lengths).mean().detach()}
+    return loss, stats
+
+
+class GrpoTrainer(LoggedStats, Trainer):
+    """Trainer whose batches are prompts (records) and whose loss is GRPO's."""
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, rl: RlConfig, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.processor, self.rl = self.processing_class, rl
+        self.ref_model = None
+        if rl.kl_coef > 0:
+            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self._stats = defaultdict(list)
+
+    def rollout(self, model, records: list[dict]) -> tuple[dict, list[str]]:
+        """Sample group_size completions per prompt: the batch (prompt + completion) and texts."""
+        chats = [r["prompt"] for r in records for _ in range(self.rl.group_size)]
+        prompt = encode_batch(self.processor, chats, padding_side="left",
+                              add_generation_prompt=True)  # fmt: skip
+        prompt = {k: v.to(self.args.device) for k, v in prompt.items()}
+        tokenizer = self.processor.tokenizer
+        with torch.no_grad(), unwrap_model_for_generation(model, self.accelerator) as policy:
+            policy.eval()
+            output = policy.generate(
+                **model_inputs(prompt), do_sample=True, temperature=self.rl.temperature,
+                top_k=0, top_p=1.0, max_new_tokens=self.rl.max_completion_tokens,
+                pad_token_id=tokenizer.pad_token_id, suppress_tokens=vision_token_ids(tokenizer),
+            )  # fmt: skip
+            policy.train()
+        completion = output[:, prompt["input_ids"].shape[1] :]  # [N, C]
+        stops = torch.tensor(list(policy.generation_config.eos_token_id or []))
+        ended = torch.isin(completion, stops.to(completion.device))
+        after_stop = (ended.cumsum(dim=1) - ended.long()) > 0  # tokens after the first stop
+        keep = ~after_stop  # [N, C]
+        completion = completion.masked_fill(~keep, tokenizer.pad_token_id)
+        batch = {
+            "input_ids": torch.cat([prompt["input_ids"], completion], dim=1),
+            "attention_mask": torch.cat([prompt["attention_mask"], keep.long()], dim=1),
+            "segment_ids": torch.cat(
+                [prompt["segment_ids"], torch.where(keep, int(Segment.RESPONSE), int(Segment.PAD))],
+                dim=1,
+            ),
+            "mm_token_type_ids": torch.cat(
+                [prompt["mm_token_type_ids"], torch.zeros_like(completion)], dim=1
+            ),
+        }
+        for key in ("pixel_values", "image_grid_thw"):
+            if key in prompt:
+                batch[key] = prompt[key]
+        texts = tokenizer.batch_decode(completion, skip_special_tokens=True)
+        return batch, texts
+
+    def rewards(self, texts: list[str], records: list[dict], masses: torch.Tensor) -> dict:
+        """Each reward component per completion, and their weighted total. masses [L,N,H,S]"""
+        group = self.rl.group_size
+        columns = {
+            key: [r[key] for r in records for _ in range(group)]
+            for key in ("answer", "answer_type", "choices")
+        }
+        accuracy = torch.tensor(accuracy_reward(texts, **columns))
+        form = torch.tensor(format_reward(texts))
+        vas = torch.nan_to_num(sequence_vas(masses.float().cpu()), nan=0.0)
+        visual = vas * (accuracy > 0)
+        total = accuracy + self.rl.lambda_visual * visual + self.rl.lambda_format * form
+        return {"accuracy": accuracy, "format": form, "visual": visual, "total": total}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        records = inputs
+        batch, texts = self.rollout(model, records)
+        segments = batch.pop("segment_ids")
+        core = self.accelerator.unwrap_model(model)
+        with mass_probe(core, segments, "response", self.rl.visual_layers) as probe:
+            logits = model(**batch).logits
+        logps = token_logps(logits, batch["input_ids"])  # [N, T-1]
+        masses = probe.masses().detach()
+        rewards = self.rewards(texts, records, masses)
+        advantages = group_advantages(rewards["total"], self.rl.group_size).to(logps.device)
+        mask = (segments[:, 1:] == Segment.RESPONSE).to(logps.device)
+        ref_logps = None
+        if self.ref_model is not None:
+            self.ref_model.to(logps.device)
+            with torch.no_grad():
+                ref_logps = token_logps(self.ref_model(**batch).logits, batch["input_ids"])
+        loss, stats = grpo_loss(logps, mask, advantages, ref_logps, self.rl.kl_coef)
+        self._record(rewards, stats, mask, masses)
+        return (loss, logits) if return_outputs else loss
+
+    def _record(self, rewards: dict, stats: dict, mask: torch.Tensor, masses: torch.Tensor):
+        for name, values in rewards.items():
+            self._stats[f"reward/{name}/mean"].append(values.float().mean().item())
+        self._stats["reward/total/std"].append(rewards["total"].float().std().item())
+        self._stats["completion_length"].append(mask.sum(dim=1).float().mean().item())
+        self._stats["kl"].append(stats["kl"].item())
+        names = {"image_mass": Segment.IMAGE, "system_mass": Segment.SYSTEM}
+        for name, segment in names.items():
+            self._stats[name].append(masses[..., int(segment)].float().mean().item())

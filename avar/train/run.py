@@ -1,0 +1,150 @@
+"""What every training stage shares: resume, train, score each checkpoint, publish, report.
+
+A stage builds its model, data and Trainer class; `train_stage` does the rest and writes
+the stage's metrics file (a row per checkpoint: step, VAS, masses, accuracies, losses).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from avar.config import Params
+from avar.config.schema import TrainConfig
+from avar.io import write_json
+from avar.models.loader import load_model, load_processor, resolve_device, resolve_dtype
+from avar.train.arguments import training_arguments
+from avar.train.checkpoints import publish_model, resume_point
+from avar.train.scoring import ScoreCheckpoints, ScoreSet, score
+
+log = logging.getLogger(__name__)
+NOT_FINGERPRINTED = ("resume", "log_steps", "metrics", "out_dir")
+
+
+@dataclass
+class StageResult:
+    """What a stage returns (and saves to its metrics file)."""
+
+    stage: str
+    out_dir: str
+    steps: int
+    seconds: float
+    final: dict = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)
+    checkpoints: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+
+    def line(self) -> str:
+        """One-line summary: steps, time, and the final row's headline numbers."""
+        shown = {
+            k: v
+            for k, v in self.final.items()
+            if k.endswith(("/accuracy", "/vas")) or k in ("train/loss",)
+        }
+        numbers = ", ".join(f"{k} {v:.3f}" for k, v in shown.items() if v is not None)
+        return (
+            f"{self.stage}: {self.steps} steps in {self.seconds:.0f} s, {numbers} -> {self.out_dir}"
+        )
+
+
+@dataclass
+class StagePlan:
+    """A stage's parts, handed to `train_stage`."""
+
+    name: str
+    cfg: TrainConfig
+    model_dir: str
+    build_dataset: object  # (processor) -> torch Dataset
+    trainer_class: type
+    collator: object = None  # (processor) -> collate function
+    trainer_kwargs: dict = field(default_factory=dict)
+    score_sets: list[ScoreSet] = field(default_factory=list)
+    sampling: str = "random"
+    reference: dict = field(default_factory=dict)  # fixed numbers to report beside the rows
+
+
+def fingerprint(plan: StagePlan) -> dict:
+    """What the checkpoints depend on: the stage's params and where it starts."""
+    section = {k: v for k, v in asdict(plan.cfg).items() if k not in NOT_FINGERPRINTED}
+    return {"stage": plan.name, "params": section, "init": str(plan.model_dir)}
+
+
+def checkpoint_step(checkpoint: str | Path) -> int:
+    """`.../checkpoint-120` -> 120"""
+    return int(Path(checkpoint).name.rsplit("-", 1)[1])
+
+
+def previous_rows(path: str | Path, resumed_from: str | None) -> list[dict]:
+    """Checkpoint rows already written for the checkpoints a resumed run keeps."""
+    path = Path(path)
+    if resumed_from is None or not path.is_file():
+        return []
+    step = checkpoint_step(resumed_from)
+    return [
+        row for row in json.loads(path.read_text()).get("checkpoints", []) if row["step"] <= step
+    ]
+
+
+def train_stage(plan: StagePlan, params: Params) -> StageResult:
+    """Train `plan` from its model_dir; write out_dir and the metrics file; return results."""
+    cfg = plan.cfg
+    device = resolve_device(params.model.device)
+    args = training_arguments(cfg, device.type, resolve_dtype(params.model.dtype, device),
+                              plan.sampling)  # fmt: skip
+    with args.main_process_first(desc="checkpoints"):
+        resumed_from = resume_point(cfg.checkpoint_dir, fingerprint(plan), cfg.resume)
+    processor = load_processor(plan.model_dir, params.model.min_pixels, params.model.max_pixels)
+    finished = resumed_from is not None and checkpoint_step(resumed_from) >= cfg.max_steps
+    model = load_model(resumed_from if finished else plan.model_dir, device="cpu", dtype="fp32")
+    rows = previous_rows(cfg.metrics, resumed_from)
+
+    def save_rows(row: dict | None = None, **summary) -> None:
+        if row is not None:
+            rows.append(row)
+            log.info("%s checkpoint %d: %s", plan.name, row["step"], _headline(row))
+        write_json(cfg.metrics, {"stage": plan.name, **summary, "checkpoints": rows})
+
+    collator = plan.collator(processor) if plan.collator else None
+    trainer = plan.trainer_class(
+        model=model,
+        args=args,
+        train_dataset=plan.build_dataset(processor),
+        data_collator=collator,
+        processing_class=processor,
+        callbacks=[
+            ScoreCheckpoints(processor, plan.score_sets, save_rows, {row["step"] for row in rows})
+        ],  # fmt: skip
+        **plan.trainer_kwargs,
+    )
+    start = time.monotonic()
+    if finished:  # a re-run of a finished stage: publish its last checkpoint again
+        log.info("%s already finished at %s", plan.name, resumed_from)
+        trainer.state.global_step = checkpoint_step(resumed_from)
+    else:
+        trainer.train(resume_from_checkpoint=resumed_from)
+    seconds = time.monotonic() - start
+    step = trainer.state.global_step
+    if not rows or rows[-1]["step"] != step:
+        row = {"step": step}
+        for scores in plan.score_sets:
+            row.update(score(trainer.model, processor, scores))
+        if trainer.is_world_process_zero():
+            save_rows(row)
+    publish_model(trainer, plan.model_dir, cfg.out_dir)
+    result = StageResult(plan.name, cfg.out_dir, step, seconds, rows[-1], plan.reference, rows,
+                         trainer.state.log_history)  # fmt: skip
+    if trainer.is_world_process_zero():
+        save_rows(steps=step, seconds=round(seconds, 1), final=result.final,
+                  reference=plan.reference, history=result.history)  # fmt: skip
+    return result
+
+
+def _headline(row: dict) -> str:
+    return ", ".join(
+        f"{k} {v:.3f}"
+        for k, v in row.items()
+        if k.endswith(("/accuracy", "/vas")) and v is not None
+    )

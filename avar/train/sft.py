@@ -1,0 +1,61 @@
+"""Supervised fine-tuning with the attention-guided objective.
+
+    L = L_LM + alpha * L_enhance_img + beta * L_suppress_sys
+
+The two attention terms come from the same forward pass as L_LM: `mass_probe` computes,
+inside each probed layer, the response tokens' attention on each segment without
+materialising L x L maps, and its masses carry gradients. With alpha = beta = 0 no probe
+runs and this is plain SFT (the ablation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from transformers import Trainer
+
+from avar.attention.losses import attention_guided_loss
+from avar.attention.probe import mass_probe
+
+
+class LoggedStats:
+    """Trainer mixin: numbers put in `self._stats` each step are logged as their means."""
+
+    _stats: dict[str, list[float]]
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the means since the last log to the Trainer's log (console, log_history)."""
+        if "loss" in logs:
+            logs.update({k: sum(v) / len(v) for k, v in self._stats.items() if v})
+            self._stats.clear()
+        super().log(logs, start_time)
+
+
+class AvarTrainer(LoggedStats, Trainer):
+    """HF Trainer whose loss adds the attention terms; every component is logged."""
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+    def __init__(self, *args, alpha: float = 0.0, beta: float = 0.0, layers: str = "all", **kw):
+        super().__init__(*args, **kw)
+        self.alpha, self.beta, self.layers = alpha, beta, layers
+        self._stats = defaultdict(list)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        segment_ids = inputs.pop("segment_ids")
+        if not (self.alpha or self.beta):
+            outputs = model(**inputs)
+            self._stats["loss_lm"].append(outputs.loss.item())
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+        core = self.accelerator.unwrap_model(model)
+        with mass_probe(core, segment_ids, "response", self.layers) as probe:
+            outputs = model(**inputs)
+        loss, stats = attention_guided_loss(
+            outputs.loss, probe.masses(), segment_ids, self.alpha, self.beta
+        )
+        for name, value in stats.items():
+            value = float(value)
+            if name != "loss" and math.isfinite(value):
+                self._stats[name].append(value)
+        return (loss, outputs) if return_outputs else loss
