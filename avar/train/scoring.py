@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import TrainerCallback
 
+from avar.attention.hooks import decoder_attention
 from avar.attention.measure import VasSettings, batch_masses, prompts, report
 from avar.attention.vas import head_mean_masses
 from avar.config.specs import layer_list
@@ -29,7 +30,6 @@ class ScoreSet:
     max_new_tokens: int = 192
     batch_size: int = 32
     layers: str = "all"
-    n_layers: int = field(default=0, repr=False)
 
     @classmethod
     def from_records(cls, name, records, root, system_prompt, **kwargs) -> ScoreSet:
@@ -37,7 +37,7 @@ class ScoreSet:
 
 
 def answer_vas(model, processor, chats: list[list[dict]], settings: VasSettings) -> dict:
-    """VAS report (avar.attention.measure.report) of chats ending in the model's answers."""
+    """Masses [L, N, H, S] of chats ending in the model's answers (teacher-forced)."""
     per_batch = []
     for start in range(0, len(chats), settings.batch_size):
         batch = encode_batch(processor, chats[start : start + settings.batch_size])
@@ -70,7 +70,7 @@ def score(model, processor, scores: ScoreSet) -> dict[str, float | None]:
     by_category: dict[str, list[bool]] = defaultdict(list)
     for ok, record in zip(correct, scores.records, strict=True):
         by_category[record["category"]].append(ok)
-    layers = layer_list(scores.layers, masses.shape[0]) if scores.layers != "all" else []
+    layers = layer_list(scores.layers, len(decoder_attention(model)))
     vas = report(masses, scores.records, settings, layers)
     mass = head_mean_masses(masses)
     result = {
