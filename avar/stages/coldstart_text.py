@@ -8,23 +8,9 @@ this text-only cold start, not multimodal SFT, is what lifts attention to the im
 from __future__ import annotations
 
 from avar.config import Params
-from avar.stages.common import heldout_scores, stage_model
-from avar.train.data import ChatCollator, ChatDataset, load_training_records
-from avar.train.run import StagePlan, StageResult, train_stage
-from avar.train.sft import AvarTrainer
+from avar.stages.common import sft_plan
+from avar.train.run import StageResult, train_stage
 
 
 def run(params: Params) -> StageResult:
-    cfg = params.coldstart_text
-    records, root = load_training_records(cfg.data, "coldstart_text.data")
-    system = params.model.system_prompt
-    plan = StagePlan(
-        name="coldstart_text",
-        cfg=cfg,
-        model_dir=stage_model(params, "base"),
-        build_dataset=lambda processor: ChatDataset.from_records(records, root, processor, system),
-        collator=ChatCollator,
-        trainer_class=AvarTrainer,
-        score_sets=[heldout_scores(params)],
-    )
-    return train_stage(plan, params)
+    return train_stage(sft_plan(params, "coldstart_text", "base"), params)

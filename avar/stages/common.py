@@ -1,12 +1,15 @@
-"""Pieces the training stages share: held-out score sets and the start model of a stage."""
+"""Pieces the training stages share: held-out score sets, the start model of a stage, and
+the plan of a supervised stage."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from avar.config import Params
-from avar.train.data import load_training_records
+from avar.train.data import ChatCollator, ChatDataset, load_training_records
+from avar.train.run import StagePlan
 from avar.train.scoring import ScoreSet
+from avar.train.sft import AvarTrainer
 
 
 def heldout_scores(params: Params) -> ScoreSet:
@@ -30,3 +33,20 @@ def stage_model(params: Params, stage: str) -> str:
             "init_from to a stage that has run)"
         )
     return str(out_dir)
+
+
+def sft_plan(params: Params, name: str, init_stage: str, **trainer_kwargs) -> StagePlan:
+    """Supervised fine-tuning of `init_stage`'s model on the records of `<name>.data`."""
+    cfg = getattr(params, name)
+    records, root = load_training_records(cfg.data, f"{name}.data")
+    system = params.model.system_prompt
+    return StagePlan(
+        name=name,
+        cfg=cfg,
+        model_dir=stage_model(params, init_stage),
+        build_dataset=lambda processor: ChatDataset.from_records(records, root, processor, system),
+        collator=ChatCollator,
+        trainer_class=AvarTrainer,
+        trainer_kwargs=trainer_kwargs,
+        score_sets=[heldout_scores(params)],
+    )

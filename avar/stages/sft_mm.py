@@ -10,24 +10,12 @@ alpha = beta = 0 is plain multimodal SFT, the paper's ablation.
 from __future__ import annotations
 
 from avar.config import Params
-from avar.stages.common import heldout_scores, stage_model
-from avar.train.data import ChatCollator, ChatDataset, load_training_records
-from avar.train.run import StagePlan, StageResult, train_stage
-from avar.train.sft import AvarTrainer
+from avar.stages.common import sft_plan
+from avar.train.run import StageResult, train_stage
 
 
 def run(params: Params) -> StageResult:
     cfg = params.sft_mm
-    records, root = load_training_records(cfg.data, "sft_mm.data")
-    system = params.model.system_prompt
-    plan = StagePlan(
-        name="sft_mm",
-        cfg=cfg,
-        model_dir=stage_model(params, cfg.init_from),
-        build_dataset=lambda processor: ChatDataset.from_records(records, root, processor, system),
-        collator=ChatCollator,
-        trainer_class=AvarTrainer,
-        trainer_kwargs={"alpha": cfg.alpha, "beta": cfg.beta, "layers": cfg.layers},
-        score_sets=[heldout_scores(params)],
-    )
+    plan = sft_plan(params, "sft_mm", cfg.init_from, alpha=cfg.alpha, beta=cfg.beta,
+                    layers=cfg.layers)  # fmt: skip
     return train_stage(plan, params)

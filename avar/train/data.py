@@ -6,8 +6,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from avar.attention.measure import conversations
-from avar.data import read_jsonl, require_valid
+from avar.attention.measure import conversations, load_records
 from avar.segments import collate, encode
 
 
@@ -19,8 +18,7 @@ def load_training_records(path: str | Path, key: str) -> tuple[list[dict], Path]
             f"{key}: training data {path} not found (run `avar prepare` to write the "
             "synthetic sources, or point the key at a JSONL file in avar's record schema)"
         )
-    require_valid([path])
-    return read_jsonl(path), path.parent
+    return load_records(path)
 
 
 class ChatDataset(Dataset):

@@ -36,7 +36,7 @@ class ScoreSet:
         return cls(name, records, prompts(records, root, system_prompt), **kwargs)
 
 
-def answer_vas(model, processor, chats: list[list[dict]], settings: VasSettings) -> dict:
+def answer_masses(model, processor, chats: list[list[dict]], settings: VasSettings) -> dict:
     """Masses [L, N, H, S] of chats ending in the model's answers (teacher-forced)."""
     per_batch = []
     for start in range(0, len(chats), settings.batch_size):
@@ -60,7 +60,7 @@ def score(model, processor, scores: ScoreSet) -> dict[str, float | None]:
         settings = VasSettings(queries="response", layers=scores.layers, batch_size=8)
         replies = [[{"role": "assistant", "content": a}] for a in answers]
         chats = [p + r for p, r in zip(scores.prompts, replies, strict=True)]
-        masses = answer_vas(model, processor, chats, settings)
+        masses = answer_masses(model, processor, chats, settings)
     finally:
         model.train(was_training)
     correct = [
