@@ -16,6 +16,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/attention_mass.py
+	$(BIN)/python bench/visual_reward.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
