@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -227,7 +228,8 @@ def stage(
         raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
     cfg = load_params(params, overrides)
     result = importlib.import_module(f"avar.stages.{name}").run(cfg)
-    console.print(result.line(), soft_wrap=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line
+        console.print(result.line(), soft_wrap=True)
 
 
 if __name__ == "__main__":

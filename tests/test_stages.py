@@ -1,5 +1,6 @@
 """Every training stage, a few steps on the tiny model: weights change, checkpoints and
-metrics exist and parse, a SIGKILLed stage resumes to the same step count, ZeRO-2 runs."""
+metrics exist and parse, a SIGKILLed stage resumes to the same step count, ZeRO-2 runs,
+ZeRO-3 runs on two ranks."""
 
 from __future__ import annotations
 
@@ -145,8 +146,9 @@ def test_rerun_of_a_finished_stage_only_republishes(project):
     assert changed(before, after) == 0.0
 
 
-def avar_stage(tmp: Path, stage: str, extra: list[str], env=None) -> subprocess.Popen:
-    args = [sys.executable, "-m", "avar.cli", "stage", stage, "--params", str(ROOT / "params.yaml")]
+def avar_stage(tmp: Path, stage: str, extra: list[str], env=None, launcher=()) -> subprocess.Popen:
+    args = [sys.executable, *launcher, "-m", "avar.cli", "stage", stage,
+            "--params", str(ROOT / "params.yaml")]  # fmt: skip
     for override in small_overrides(tmp) + extra:
         args += ["-S", override]
     return subprocess.Popen(
@@ -209,3 +211,27 @@ def test_sft_under_deepspeed_zero2_on_cpu(project):
     assert changed(weights(project / "models/coldstart_text"), zero) > 0.5
     checkpoint = project / "checkpoints/sft_mm_zero2/checkpoint-2"
     assert list(checkpoint.glob("global_step*")), "no DeepSpeed optimizer state saved"
+
+
+def test_sft_under_deepspeed_zero3_on_two_ranks(project):
+    """Weights partitioned across 2 processes: load, train, score (collective generate),
+    save and publish must all run on every rank, with one metrics file written."""
+    ds = [
+        "sft_mm.deepspeed=zero3",
+        f"sft_mm.out_dir={project}/models/sft_mm_zero3",
+        f"sft_mm.checkpoint_dir={project}/checkpoints/sft_mm_zero3",
+        f"sft_mm.metrics={project}/metrics/sft_mm_zero3.json",
+    ]
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534"]
+    process = avar_stage(project, "sft_mm", ds, launcher=launcher)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    metrics = json.loads((project / "metrics/sft_mm_zero3.json").read_text())
+    assert metrics["steps"] == 3 and [row["step"] for row in metrics["checkpoints"]] == [2, 3]
+    assert all(0.0 <= row["heldout/accuracy"] <= 1.0 for row in metrics["checkpoints"])
+    zero = weights(project / "models/sft_mm_zero3")
+    start = weights(project / "models/coldstart_text")
+    assert zero.keys() == start.keys() and all(zero[k].shape == start[k].shape for k in zero)
+    assert changed(start, zero) > 0.5
+    checkpoint = weights(project / "checkpoints/sft_mm_zero3/checkpoint-2")
+    assert checkpoint.keys() == start.keys()

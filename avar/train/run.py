@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from transformers.integrations import is_deepspeed_zero3_enabled
+
 from avar.config import Params
 from avar.config.schema import TrainConfig
 from avar.io import write_json
@@ -94,16 +96,29 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
     device = resolve_device(params.model.device)
     args = training_arguments(cfg, device.type, resolve_dtype(params.model.dtype, device),
                               plan.sampling)  # fmt: skip
+    if cfg.deepspeed:  # ZeRO-3 partitions the weights on load: the group must exist first
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo" if device.type == "cpu" else "nccl")
     with args.main_process_first(desc="checkpoints"):
         resumed_from = resume_point(cfg.checkpoint_dir, fingerprint(plan), cfg.resume)
     processor = load_processor(plan.model_dir, params.model.min_pixels, params.model.max_pixels)
     finished = resumed_from is not None and checkpoint_step(resumed_from) >= cfg.max_steps
     model = load_model(resumed_from if finished else plan.model_dir, device="cpu", dtype="fp32")
+    if is_deepspeed_zero3_enabled():
+        # transformers' ZeRO-3 loader keeps every candidate key renaming, used or not, and
+        # reverting them all on save misnames the weights (model.model.*); the model's
+        # default mapping saves checkpoints under the checkpoint's own names.
+        model._weight_conversions = None
     rows = previous_rows(cfg.metrics, resumed_from)
 
     def save_rows(row: dict | None = None, **summary) -> None:
+        """Every rank keeps the rows (they decide what is left to score); the main writes."""
         if row is not None:
             rows.append(row)
+        if args.process_index != 0:
+            return
+        if row is not None:
             log.info("%s checkpoint %d: %s", plan.name, row["step"], _headline(row))
         write_json(cfg.metrics, {"stage": plan.name, **summary, "checkpoints": rows})
 
@@ -131,14 +146,12 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
         row = {"step": step}
         for scores in plan.score_sets:
             row.update(score(trainer.model, processor, scores))
-        if trainer.is_world_process_zero():
-            save_rows(row)
+        save_rows(row)
     publish_model(trainer, plan.model_dir, cfg.out_dir)
     result = StageResult(plan.name, cfg.out_dir, step, seconds, rows[-1], plan.reference, rows,
                          trainer.state.log_history)  # fmt: skip
-    if trainer.is_world_process_zero():
-        save_rows(steps=step, seconds=round(seconds, 1), final=result.final,
-                  reference=plan.reference, history=result.history)  # fmt: skip
+    save_rows(steps=step, seconds=round(seconds, 1), final=result.final,
+              reference=plan.reference, history=result.history)  # fmt: skip
     return result
 
 

@@ -92,8 +92,8 @@ class ScoreCheckpoints(TrainerCallback):
     """After every checkpoint save (and the last step's): score the model, hand the row to
     `on_row`.
 
-    Every rank scores (under ZeRO-3 the forward passes are collective); `on_row` runs on
-    the main process only.
+    Every rank scores (under ZeRO-3 the forward passes are collective) and gets the row,
+    so that every rank agrees on what is scored; `on_row` writes only on the main process.
     """
 
     def __init__(self, processor, score_sets: list[ScoreSet], on_row, scored: set[int]):
@@ -118,8 +118,7 @@ class ScoreCheckpoints(TrainerCallback):
             row.update(score(model, self.processor, scores))
         row.update(last_losses(state.log_history))
         self.scored.add(state.global_step)
-        if state.is_world_process_zero:
-            self.on_row(row)
+        self.on_row(row)
         return control
 
 
