@@ -174,6 +174,42 @@ def vas(
     console.print(f"wrote {out}")
 
 
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    model: ModelOption,
+    out: Annotated[Path, typer.Option(help="Results JSON.")],
+    bench: Annotated[
+        str | None, typer.Option(help="Benchmarks, comma-separated (default: eval.benches).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="One folder per benchmark (default: eval.data_dir).")
+    ] = None,
+    intervene: InterveneOption = None,
+    limit: Annotated[int | None, typer.Option(help="First N samples per benchmark.")] = None,
+    vas: Annotated[bool, typer.Option(help="Also the VAS of the answers.")] = False,
+    params: ParamsFile = Path("params.yaml"),
+    overrides: Overrides = None,
+) -> None:
+    """Benchmark accuracy (overall and per category) and, with --vas, the answers' VAS."""
+    from avar.eval.run import EvalRequest, evaluate, results_table
+    from avar.io import write_json
+
+    cfg = load_params(params, overrides)
+    request = EvalRequest(
+        model=model,
+        benches=[b.strip() for b in bench.split(",") if b.strip()] if bench else cfg.eval.benches,
+        data_dir=str(data_dir or cfg.eval.data_dir),
+        limit=cfg.eval.limit if limit is None else limit,
+        intervene=cfg.eval.intervene if intervene is None else intervene,
+        vas=vas,
+    )
+    report = evaluate(request, cfg)
+    write_json(out, report)
+    Console().print(results_table(report))
+    console.print(f"wrote {out}")
+
+
 @app.command("attention-map")
 @friendly_errors
 def attention_map(

@@ -107,12 +107,18 @@ def test_invalid_yaml_names_the_line(tmp_path):
 def test_overrides_parse_yaml_values_and_nest(tmp_path):
     path = write(tmp_path, "rl:\n  group_size: 4\n")
     params = load_params(
-        path, ["rl.group_size=8", "sft_mm.alpha=0", "data.visual.n=7", "eval.benches=[a, b]"]
+        path,
+        [
+            "rl.group_size=8",
+            "sft_mm.alpha=0",
+            "data.visual.n=7",
+            "eval.benches=[mmstar, synthetic]",
+        ],
     )
     assert params.rl.group_size == 8
     assert params.sft_mm.alpha == 0.0 and isinstance(params.sft_mm.alpha, float)
     assert params.data.visual.n == 7
-    assert params.eval.benches == ["a", "b"]
+    assert params.eval.benches == ["mmstar", "synthetic"]
 
 
 def test_override_errors_are_clear(tmp_path):
@@ -132,3 +138,10 @@ def test_flatten_gives_dotted_keys():
     assert flat["sft_mm.alpha"] == 0.15
     assert flat["data.visual.n"] == 400
     assert flat["eval.benches"] == "synthetic"
+
+
+def test_unknown_benchmark_is_named(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("eval:\n  benches: [synthetic, mathvistaa]\n")
+    with pytest.raises(ConfigError, match=r"eval.benches.*got \['mathvistaa'\]"):
+        load_params(path)

@@ -306,9 +306,17 @@ class VasConfig:
 @dataclass
 class EvalConfig:
     benches: list[str] = field(default_factory=lambda: ["synthetic"])
-    """Benchmarks to evaluate every checkpoint on."""
+    """Benchmarks to evaluate every checkpoint on (avar.eval.benchmarks.BENCHMARKS)."""
+    data_dir: str = "data/benchmarks"
+    """Folder with one subfolder of files per benchmark (README: Evaluation)."""
     limit: int = 0
     """Samples per benchmark; 0 means all."""
+    vas: bool = True
+    """Also measure the VAS of the answers (one more teacher-forced pass)."""
+    max_new_tokens: int = 512
+    """Generation length of the greedy answers."""
+    batch_size: int = 8
+    """Questions per generation batch."""
     intervene: str = ""
     """Training-free intervention, e.g. `alpha=0.2,layers=2-8`; empty disables it."""
     out: str = "metrics/eval.json"
@@ -317,7 +325,14 @@ class EvalConfig:
     def check(self, key: str) -> None:
         _require(len(self.benches) > 0, f"{key}.benches", "a non-empty list", self.benches)
         _require(self.limit >= 0, f"{key}.limit", "an int >= 0", self.limit)
+        for name in ("max_new_tokens", "batch_size"):
+            value = getattr(self, name)
+            _require(value >= 1, f"{key}.{name}", "an int >= 1", value)
         _require_spec(parse_intervention, self.intervene, f"{key}.intervene")
+        from avar.eval.benchmarks import BENCHMARKS
+
+        unknown = [b for b in self.benches if b not in BENCHMARKS]
+        _require(not unknown, f"{key}.benches", f"names from {sorted(BENCHMARKS)}", unknown)
 
 
 @dataclass

@@ -5,19 +5,12 @@ of its own answers. Training stages call this for every checkpoint they save.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 
-import torch
 from transformers import TrainerCallback
 
-from avar.attention.hooks import decoder_attention
-from avar.attention.measure import VasSettings, batch_masses, prompts, report
-from avar.attention.vas import head_mean_masses
-from avar.config.specs import layer_list
-from avar.generate import generate
-from avar.grading import grade
-from avar.segments import encode_batch
+from avar.attention.measure import prompts
+from avar.eval.harness import answer
 
 
 @dataclass
@@ -36,56 +29,15 @@ class ScoreSet:
         return cls(name, records, prompts(records, root, system_prompt), **kwargs)
 
 
-def answer_masses(model, processor, chats: list[list[dict]], settings: VasSettings) -> dict:
-    """Masses [L, N, H, S] of chats ending in the model's answers (teacher-forced)."""
-    per_batch = []
-    for start in range(0, len(chats), settings.batch_size):
-        batch = encode_batch(processor, chats[start : start + settings.batch_size])
-        batch = {k: v.to(model.device) for k, v in batch.items()}
-        with torch.no_grad():
-            per_batch.append(batch_masses(model, batch, settings).float().cpu())
-    masses = torch.cat(per_batch, dim=1)  # [L, N, H, S]
-    return masses
-
-
 def score(model, processor, scores: ScoreSet) -> dict[str, float | None]:
     """`{name}/accuracy`, `{name}/accuracy/<category>`, `{name}/vas`, image and system mass."""
-    was_training = model.training
-    model.eval()
-    try:
-        answers = generate(
-            model, processor, scores.prompts, scores.max_new_tokens, scores.batch_size,
-            progress=False,
-        )  # fmt: skip
-        settings = VasSettings(queries="response", layers=scores.layers, batch_size=8)
-        replies = [[{"role": "assistant", "content": a}] for a in answers]
-        chats = [p + r for p, r in zip(scores.prompts, replies, strict=True)]
-        masses = answer_masses(model, processor, chats, settings)
-    finally:
-        model.train(was_training)
-    correct = [
-        grade(a, r["answer"], r["answer_type"], r["choices"], bare=True)
-        for a, r in zip(answers, scores.records, strict=True)
-    ]
-    by_category: dict[str, list[bool]] = defaultdict(list)
-    for ok, record in zip(correct, scores.records, strict=True):
-        by_category[record["category"]].append(ok)
-    layers = layer_list(scores.layers, len(decoder_attention(model)))
-    vas = report(masses, scores.records, settings, layers)
-    mass = head_mean_masses(masses)
-    result = {
-        f"{scores.name}/accuracy": sum(correct) / len(correct),
-        **{f"{scores.name}/accuracy/{c}": sum(v) / len(v) for c, v in sorted(by_category.items())},
-        f"{scores.name}/vas": vas["vas"],
-        f"{scores.name}/image_mass": _finite_mean(mass["image"]),
-        f"{scores.name}/system_mass": _finite_mean(mass["system"]),
+    answers = answer(model, processor, scores.prompts, scores.records, scores.max_new_tokens,
+                     scores.batch_size, scores.layers)  # fmt: skip
+    return {
+        f"{scores.name}/accuracy": answers.accuracy(),
+        **{f"{scores.name}/accuracy/{c}": v for c, v in answers.by_category().items()},
+        **{f"{scores.name}/{k}": answers.vas[k] for k in ("vas", "image_mass", "system_mass")},
     }
-    return result
-
-
-def _finite_mean(values: torch.Tensor) -> float | None:
-    finite = values[torch.isfinite(values)]
-    return None if not finite.numel() else float(finite.mean())
 
 
 class ScoreCheckpoints(TrainerCallback):

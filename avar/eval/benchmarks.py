@@ -1,0 +1,302 @@
+"""The benchmark registry: for each benchmark, the files its public release distributes, where
+they come from, and a loader that turns each row into an evaluation sample.
+
+A sample is an avar record (question, answer, answer_type, choices, category) whose
+`images` are decoded PIL images. Multiple-choice questions list their options as
+`A. ...` lines and are graded by letter; free-form answers by number (with tolerance) or
+by text and mathematical equivalence (avar.grading).
+
+Files live under `<data-dir>/<bench>/` (the layouts are in the README's Evaluation section).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from avar.eval.files import BenchmarkDataError, decode_image, field, read_rows, row_error
+from avar.grading import parse_number
+
+LETTERS = "ABCDEFGHIJKLMNOP"
+IMAGE_TAG = re.compile(r"<image\s*(\d+)>")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    patterns: tuple[str, ...]
+    """Globs under `<data-dir>/<name>/`, tried in order; the first that matches is read."""
+    origin: str
+    """Where the files come from, for the error when they are missing."""
+    load_row: Callable[[dict, Path, int], dict | None]
+    """(row, file, row number) -> sample, or None for a row the benchmark leaves out."""
+
+
+def choice_question(stem: str, options: list[str]) -> str:
+    lines = [stem.strip()] + [f"{LETTERS[i]}. {option}" for i, option in enumerate(options)]
+    return "\n".join(lines) + "\nAnswer with the option's letter."
+
+
+def sample(row_id, question, answer, images, category, choices=(), letter=False) -> dict:
+    """An evaluation sample. With `choices` (or `letter`), `answer` is an option letter."""
+    answer = str(answer).strip()
+    if choices or letter:
+        answer_type = "choice"
+    elif parse_number(answer) is not None:
+        answer_type = "number"
+    else:
+        answer_type = "text"
+    return {
+        "id": str(row_id),
+        "question": choice_question(question, list(choices)) if choices else question.strip(),
+        "answer": answer,
+        "answer_type": answer_type,
+        "choices": list(choices),
+        "category": str(category or "all"),
+        "images": images,
+    }
+
+
+def letter_of(answer: str, options: list[str], path: Path, number: int) -> str:
+    """The option letter of an answer given as a letter or as the option's text."""
+    answer = str(answer).strip()
+    if len(answer) == 1 and answer.upper() in LETTERS[: len(options)]:
+        return answer.upper()
+    if answer in options:
+        return LETTERS[options.index(answer)]
+    raise row_error(path, number, f"answer {answer!r} is neither a letter nor one of {options}")
+
+
+def _image_column(row: dict, path: Path, number: int, *names: str):
+    for name in names:
+        if row.get(name):
+            return decode_image(row[name], path.parent, path, number)
+    raise row_error(path, number, f"no image in columns {list(names)}")
+
+
+def _options(value, path: Path, number: int) -> list[str]:
+    """Options as a list: a list, or its Python repr (MMMU stores them as a string)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise row_error(path, number, f"options {value[:60]!r} is not a list") from None
+    if not isinstance(value, list | tuple):
+        raise row_error(path, number, f"options must be a list, got {type(value).__name__}")
+    return [str(v) for v in value]
+
+
+def mathvista(row: dict, path: Path, number: int) -> dict:
+    """AI4Math/MathVista testmini: pid, question, choices, answer, question_type,
+    decoded_image (or image path), metadata.task."""
+    options = _options(row.get("choices"), path, number)
+    answer = field(row, "answer", path, number)
+    multi = row.get("question_type") == "multi_choice" and options
+    image = _image_column(row, path, number, "decoded_image", "image")
+    category = (row.get("metadata") or {}).get("task")
+    question = field(row, "question", path, number)
+    if multi:
+        answer = letter_of(answer, options, path, number)
+    elif row.get("unit"):
+        question = f"{question} (unit: {row['unit']})"
+    return sample(row.get("pid", number), question, answer, [image], category,
+                  options if multi else ())  # fmt: skip
+
+
+def mathvision(row: dict, path: Path, number: int) -> dict:
+    """MathLLMs/MathVision: id, question (with <image1>), options, answer, decoded_image
+    (or image path), subject."""
+    options = _options(row.get("options"), path, number)
+    answer = field(row, "answer", path, number)
+    if options:
+        answer = letter_of(answer, options, path, number)
+    question = IMAGE_TAG.sub("", field(row, "question", path, number))
+    image = _image_column(row, path, number, "decoded_image", "image")
+    return sample(row.get("id", number), question, answer, [image], row.get("subject"), options)
+
+
+def mathverse(row: dict, path: Path, number: int) -> dict | None:
+    """AI4Math/MathVerse testmini, Vision Only rows: the question is drawn in the image;
+    query_wo tells the model so. answer is a letter for multi-choice rows."""
+    if row.get("problem_version") != "Vision Only":
+        return None
+    question = row.get("query_wo") or row.get("question") or "Answer the question in the image."
+    image = _image_column(row, path, number, "image", "decoded_image")
+    letter = row.get("question_type") == "multi-choice"
+    category = (row.get("metadata") or {}).get("subject")
+    return sample(row.get("sample_index", number), question, field(row, "answer", path, number),
+                  [image], category, letter=letter)  # fmt: skip
+
+
+def _mmmu_images(row: dict, path: Path, number: int) -> list:
+    images = [
+        decode_image(row[f"image_{i}"], path.parent, path, number)
+        for i in range(1, 8)
+        if row.get(f"image_{i}")
+    ]
+    if not images:
+        raise row_error(path, number, "no image in image_1..image_7")
+    return images
+
+
+def mmmu(row: dict, path: Path, number: int) -> dict:
+    """MMMU/MMMU validation (one parquet per subject): id, question (with <image N>),
+    options (a list's repr), answer, question_type, image_1..image_7."""
+    options = _options(row.get("options"), path, number)
+    row_id = field(row, "id", path, number)
+    question = IMAGE_TAG.sub(r"image \1", field(row, "question", path, number))
+    multi = row.get("question_type", "multiple-choice") == "multiple-choice" and options
+    answer = field(row, "answer", path, number)
+    if multi:
+        answer = letter_of(answer, options, path, number)
+    subject = row.get("subject") or "_".join(str(row_id).split("_")[1:-1])
+    return sample(row_id, question, answer, _mmmu_images(row, path, number), subject,
+                  options if multi else ())  # fmt: skip
+
+
+def mmmu_pro(row: dict, path: Path, number: int) -> dict:
+    """MMMU/MMMU_Pro, `standard (10 options)` (as MMMU, with subject) or `vision` (id, image
+    holding the question, options, answer, subject)."""
+    if "question" in row:
+        return mmmu(row, path, number)
+    options = _options(field(row, "options", path, number), path, number)
+    answer = letter_of(field(row, "answer", path, number), options, path, number)
+    image = _image_column(row, path, number, "image")
+    return sample(field(row, "id", path, number), "Answer the question in the image.", answer,
+                  [image], row.get("subject"), options)  # fmt: skip
+
+
+def mmstar(row: dict, path: Path, number: int) -> dict:
+    """Lin-Chen/MMStar parquet (index, question with its options, image, answer letter,
+    category) or VLMEvalKit's MMStar.tsv (the same with A-D columns, base64 image)."""
+    options = [row[k] for k in "ABCD" if row.get(k)]
+    question = field(row, "question", path, number)
+    answer = field(row, "answer", path, number)
+    image = _image_column(row, path, number, "image")
+    if options:
+        return sample(row.get("index", number), question, letter_of(answer, options, path, number),
+                      [image], row.get("category"), options)  # fmt: skip
+    return sample(row.get("index", number), question, answer, [image], row.get("category"),
+                  letter=True)  # fmt: skip
+
+
+def hallusionbench(row: dict, path: Path, number: int) -> dict:
+    """VLMEvalKit's HallusionBench.tsv (index, image base64, question, answer Yes/No,
+    category, l2-category) or the release's HallusionBench.json (question, gt_answer 1/0,
+    filename relative to the file, category, subcategory; no filename: text-only)."""
+    question = field(row, "question", path, number)
+    if "gt_answer" in row:
+        answer = {"1": "Yes", "0": "No"}.get(str(row["gt_answer"]))
+        if answer is None:
+            raise row_error(path, number, f"gt_answer must be 1 or 0, got {row['gt_answer']!r}")
+        filename = row.get("filename")
+        images = [decode_image(filename, path.parent, path, number)] if filename else []
+        category = "/".join(str(row[k]) for k in ("category", "subcategory") if row.get(k))
+        row_id = "_".join(str(row.get(k, "")) for k in ("category", "subcategory", "set_id",
+                                                         "figure_id", "question_id"))  # fmt: skip
+        return sample(row_id, question, answer, images, category)
+    images = [decode_image(row["image"], path.parent, path, number)] if row.get("image") else []
+    return sample(row.get("index", number), question, field(row, "answer", path, number),
+                  images, row.get("category"))  # fmt: skip
+
+
+def synthetic(row: dict, path: Path, number: int) -> dict:
+    """avar's own records (data.jsonl, images relative to it): the synthetic suite."""
+    images = [decode_image(p, path.parent, path, number) for p in row.get("images", [])]
+    fields = ("id", "question", "answer", "answer_type", "choices", "category")
+    return {**{k: field(row, k, path, number) for k in fields}, "images": images}
+
+
+BENCHMARKS = {
+    b.name: b
+    for b in (
+        Benchmark(
+            "mathvista",
+            ("testmini-*.parquet", "*.parquet"),
+            "huggingface.co/datasets/AI4Math/MathVista (data/testmini-*.parquet)",
+            mathvista,
+        ),
+        Benchmark(
+            "mathvision",
+            ("test-*.parquet", "*.parquet"),
+            "huggingface.co/datasets/MathLLMs/MathVision (data/test-*.parquet)",
+            mathvision,
+        ),
+        Benchmark(
+            "mathverse",
+            ("testmini*.parquet", "*.parquet"),
+            "huggingface.co/datasets/AI4Math/MathVerse (testmini parquet; Vision Only rows)",
+            mathverse,
+        ),
+        Benchmark(
+            "mmmu",
+            ("*/validation-*.parquet", "validation-*.parquet"),
+            "huggingface.co/datasets/MMMU/MMMU (<Subject>/validation-*.parquet)",
+            mmmu,
+        ),
+        Benchmark(
+            "mmmu_pro",
+            ("standard*/test-*.parquet", "vision/test-*.parquet", "*.parquet"),
+            "huggingface.co/datasets/MMMU/MMMU_Pro (standard (10 options)/test-*.parquet)",
+            mmmu_pro,
+        ),
+        Benchmark(
+            "mmstar",
+            ("*.parquet", "MMStar.tsv"),
+            "huggingface.co/datasets/Lin-Chen/MMStar (mmstar.parquet) or VLMEvalKit's MMStar.tsv",
+            mmstar,
+        ),
+        Benchmark(
+            "hallusionbench",
+            ("HallusionBench.tsv", "HallusionBench.json"),
+            "VLMEvalKit's HallusionBench.tsv, or HallusionBench.json with its images from "
+            "github.com/tianyi-lab/HallusionBench",
+            hallusionbench,
+        ),
+        Benchmark(
+            "synthetic",
+            ("data.jsonl",),
+            "`avar prepare` (data/raw/heldout) or `avar stage curate` (data/curated/eval)",
+            synthetic,
+        ),
+    )  # fmt: skip
+}
+
+
+def benchmark(name: str) -> Benchmark:
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; expected one of {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[name]
+
+
+def bench_files(bench: Benchmark, folder: Path) -> list[Path]:
+    """The files of `bench` in `folder`, or an error naming what is expected and from where."""
+    for pattern in bench.patterns:
+        files = sorted(folder.glob(pattern))
+        if files:
+            return files
+    raise BenchmarkDataError(
+        f"{bench.name}: no {' or '.join(bench.patterns)} in {folder}; get it from {bench.origin}"
+    )
+
+
+def load_samples(bench: Benchmark, folder: Path, limit: int = 0) -> Iterator[dict]:
+    """The samples of `bench` under `folder`, in file order; the first `limit` when > 0."""
+    count = 0
+    for path in bench_files(bench, folder):
+        for number, row in read_rows(path):
+            item = bench.load_row(row, path, number)
+            if item is None:
+                continue
+            yield item
+            count += 1
+            if limit and count >= limit:
+                return
+
+
+__all__ = ["BENCHMARKS", "Benchmark", "BenchmarkDataError", "benchmark", "load_samples"]

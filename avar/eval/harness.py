@@ -1,0 +1,99 @@
+"""Answer questions, grade them and measure the VAS of the answers: the one loop behind
+checkpoint scoring (avar.train.scoring) and `avar eval`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+from avar.attention.hooks import decoder_attention
+from avar.attention.measure import VasSettings, batch_masses, report
+from avar.config.specs import InterventionSpec, layer_list
+from avar.generate import generate
+from avar.grading import extract_answer, grade
+from avar.segments import encode_batch
+
+
+@dataclass
+class Answers:
+    """The model's answers to `records`, whether each is right, and (optionally) their VAS."""
+
+    records: list[dict]
+    responses: list[str]
+    correct: list[bool]
+    vas: dict | None  # avar.attention.measure.report of the answers, or None
+
+    def accuracy(self) -> float:
+        return sum(self.correct) / len(self.correct)
+
+    def by_category(self) -> dict[str, float]:
+        groups: dict[str, list[bool]] = defaultdict(list)
+        for ok, record in zip(self.correct, self.records, strict=True):
+            groups[record["category"]].append(ok)
+        return {c: sum(v) / len(v) for c, v in sorted(groups.items())}
+
+    def rows(self) -> list[dict]:
+        """One row per question: its answer, the model's response and final answer, grade."""
+        vas = self.vas["samples"] if self.vas else [{}] * len(self.records)
+        return [
+            {"id": r["id"], "category": r["category"], "answer": r["answer"],
+             "response": text, "extracted": extract_answer(text), "correct": ok,
+             **{k: v for k, v in sample.items() if k != "id"}}
+            for r, text, ok, sample in zip(self.records, self.responses, self.correct, vas,
+                                           strict=True)
+        ]  # fmt: skip
+
+
+def answer_masses(model, processor, chats: list[list[dict]], settings: VasSettings):
+    """Masses [L, N, H, S] of chats ending in the model's answers (teacher-forced)."""
+    per_batch = []
+    for start in range(0, len(chats), settings.batch_size):
+        batch = encode_batch(processor, chats[start : start + settings.batch_size])
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        with torch.no_grad():
+            per_batch.append(batch_masses(model, batch, settings).float().cpu())
+    return torch.cat(per_batch, dim=1)
+
+
+def answer(
+    model,
+    processor,
+    prompts: list[list[dict]],
+    records: list[dict],
+    max_new_tokens: int,
+    batch_size: int,
+    layers: str = "all",
+    intervention: InterventionSpec | None = None,
+    with_vas: bool = True,
+    progress: bool = False,
+) -> Answers:
+    """Greedy answers to `prompts` (chats up to the user turn), graded against `records`.
+
+    A bare one-line answer ("B", "3") counts as the final answer. With `with_vas`, the
+    answers are teacher-forced once more to measure their attention (with the same
+    intervention, if any).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        responses = generate(model, processor, prompts, max_new_tokens, batch_size,
+                             intervention, progress=progress)  # fmt: skip
+        vas = None
+        if with_vas:
+            settings = VasSettings(queries="response", layers=layers, intervene=intervention,
+                                   batch_size=8)  # fmt: skip
+            replies = [[{"role": "assistant", "content": text}] for text in responses]
+            chats = [p + r for p, r in zip(prompts, replies, strict=True)]
+            masses = answer_masses(model, processor, chats, settings)
+            ids = layer_list(layers, len(decoder_attention(model)))
+            vas = report(masses, records, settings, ids)
+    finally:
+        model.train(was_training)
+    correct = [
+        grade(text, r["answer"], r["answer_type"], r["choices"], bare=True)
+        for text, r in zip(responses, records, strict=True)
+    ]
+    return Answers(records, responses, correct, vas)

@@ -1,0 +1,126 @@
+"""`avar eval`: a checkpoint on one or more benchmarks -> accuracy (overall, per category),
+optionally the VAS of the same answers, per-sample rows, one JSON file and a table.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+
+from avar.config import Params
+from avar.config.specs import parse_intervention
+from avar.eval.benchmarks import benchmark, load_samples
+from avar.eval.harness import answer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalRequest:
+    model: str
+    benches: list[str]
+    data_dir: str
+    limit: int = 0
+    intervene: str = ""
+    vas: bool = False
+
+
+def chats(samples: list[dict], system_prompt: str | None) -> list[list[dict]]:
+    """Prompts: [system], user (the sample's images, then its question)."""
+    prompts = []
+    for s in samples:
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        content = [{"type": "image", "image": image} for image in s["images"]]
+        messages.append(
+            {"role": "user", "content": content + [{"type": "text", "text": s["question"]}]}
+        )
+        prompts.append(messages)
+    return prompts  # fmt: skip
+
+
+def bench_folder(name: str, data_dir: Path, params: Params, scratch: Path) -> Path:
+    """Where a benchmark's files are: `<data-dir>/<name>/`. The synthetic suite falls back
+    to params' held-out set, and builds it (in scratch space) when that does not exist."""
+    folder = data_dir / name
+    if name != "synthetic" or (folder / "data.jsonl").is_file():
+        return folder
+    heldout = Path(params.checkpoint_eval.data)
+    if heldout.is_file():
+        return heldout.parent
+    from avar.data import synthesize
+
+    cfg = params.data.heldout
+    log.info("synthetic: %s not found; generating %d held-out questions", heldout, cfg.n)
+    return synthesize("visual", cfg.n, cfg.seed, scratch / "synthetic",
+                      params.data.image_size, prefix="heldout").parent  # fmt: skip
+
+
+def evaluate(request: EvalRequest, params: Params) -> dict:
+    """Load, answer, grade (and measure) every benchmark; the report as a dict."""
+    from avar.models.loader import load_model, load_processor
+
+    benches = [benchmark(name) for name in request.benches]  # unknown names fail first
+    intervention = parse_intervention(request.intervene)
+    cfg = params.eval
+    results, metrics = {}, {}
+    with tempfile.TemporaryDirectory() as scratch:
+        folders = {b.name: bench_folder(b.name, Path(request.data_dir), params, Path(scratch))
+                   for b in benches}  # fmt: skip
+        samples = {b.name: list(load_samples(b, folders[b.name], request.limit)) for b in benches}
+    model = load_model(request.model, params.model.device, params.model.dtype)
+    processor = load_processor(request.model, params.model.min_pixels, params.model.max_pixels)
+    for bench in benches:
+        items = samples[bench.name]
+        if not items:
+            raise ValueError(f"{bench.name}: no samples in {folders[bench.name]}")
+        start = time.monotonic()
+        log.info("%s: %d samples", bench.name, len(items))
+        answers = answer(
+            model, processor, chats(items, params.model.system_prompt), items,
+            cfg.max_new_tokens, cfg.batch_size, params.vas.layers, intervention,
+            with_vas=request.vas, progress=True,
+        )  # fmt: skip
+        result = {
+            "n": len(items),
+            "accuracy": answers.accuracy(),
+            "categories": answers.by_category(),
+            "vas": answers.vas["vas"] if answers.vas else None,
+            "image_mass": answers.vas["image_mass"] if answers.vas else None,
+            "system_mass": answers.vas["system_mass"] if answers.vas else None,
+            "seconds": round(time.monotonic() - start, 1),
+            "samples": answers.rows(),
+        }
+        results[bench.name] = result
+        prefix = f"eval/{bench.name}"
+        metrics[f"{prefix}/accuracy"] = result["accuracy"]
+        metrics.update({f"{prefix}/accuracy/{c}": v for c, v in result["categories"].items()})
+        if answers.vas:
+            metrics[f"{prefix}/vas"] = result["vas"]
+    return {
+        "model": request.model,
+        "intervention": request.intervene,
+        "metrics": metrics,
+        "benchmarks": results,
+    }
+
+
+def results_table(report: dict) -> Table:
+    title = f"{report['model']}" + (f" (intervention {report['intervention']})"
+                                     if report["intervention"] else "")  # fmt: skip
+    table = Table(title=title)
+    for column in ("benchmark", "n", "accuracy", "VAS", "image mass", "system mass", "worst"):
+        table.add_column(column, justify="left" if column in ("benchmark", "worst") else "right")
+    for name, result in report["benchmarks"].items():
+        worst = min(result["categories"].items(), key=lambda kv: kv[1])
+        cells = [_fmt(result[k]) for k in ("accuracy", "vas", "image_mass", "system_mass")]
+        table.add_row(name, str(result["n"]), *cells, f"{worst[0]} {worst[1]:.3f}")
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}" if abs(value) >= 1e3 else f"{value:.3f}"
