@@ -251,7 +251,7 @@ def attention_map(
 @app.command("stage")
 @friendly_errors
 def stage(
-    name: Annotated[str, typer.Argument(help="base, coldstart_text, sft_mm or rl.")],
+    name: Annotated[str, typer.Argument(help="base, curate, coldstart_text, sft_mm or rl.")],
     params: ParamsFile = Path("params.yaml"),
     overrides: Overrides = None,
 ) -> None:

@@ -145,3 +145,12 @@ def test_unknown_benchmark_is_named(tmp_path):
     path.write_text("eval:\n  benches: [synthetic, mathvistaa]\n")
     with pytest.raises(ConfigError, match=r"eval.benches.*got \['mathvistaa'\]"):
         load_params(path)
+
+
+def test_a_float_written_without_a_dot_is_a_float(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("base:\n  learning_rate: 3e-3\n")
+    params = load_params(path, ["sft_mm.learning_rate=1e-4"])
+    assert params.base.learning_rate == 0.003 and params.sft_mm.learning_rate == 0.0001
+    with pytest.raises(ConfigError, match="expected float, got 'fast'"):
+        load_params(path, ["sft_mm.learning_rate=fast"])

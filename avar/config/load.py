@@ -7,6 +7,7 @@ file, the file and line: `params.yaml:12: rl.group_size: expected an int >= 2, g
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -49,6 +50,9 @@ def _where(key: str, path: Path, lines: dict[str, int], overridden: dict[str, st
             return f"override '{override}': "
     line = _nearest_line(key, lines)
     return f"{path}:{line}: " if line else f"{path}: "
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def from_dict(cls: type[T], data: Any, key: str) -> T:
@@ -103,6 +107,8 @@ def _scalar(hint: type, value: Any, key: str) -> Any:
     # bool is an int in Python; a YAML `true` must not pass as a number.
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads `3e-3` (no dot) as a string
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ConfigError(key, f"expected {hint.__name__}, got {value!r}")

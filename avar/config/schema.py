@@ -160,27 +160,103 @@ class BaseConfig(TrainConfig):
 
 
 @dataclass
-class CurateConfig:
-    out_dir: str = "data/curated"
-    """Directory of the curated cold-start, RL and eval sets."""
-    eval_fraction: float = 0.2
-    """Fraction of the visual source held out for evaluation."""
-    max_response_tokens: int = 512
-    """Drop traces whose response is longer than this many tokens."""
+class SourceConfig:
+    name: str = ""
+    """Short name: the `source` of its records and its row in the curation report."""
+    path: str = ""
+    """A JSONL or parquet file (images relative to it, or parquet image structs)."""
+    split: Literal["train", "eval"] = "train"
+    """`train`: text rows go to the text set, visual rows are split into eval, SFT and RL;
+    `eval`: every row is held out for evaluation."""
+    traces: Literal["auto", "scene", "teacher", "keep"] = "auto"
+    """How visual SFT traces are written: `scene` from the record's scene description,
+    `teacher` by curate.teacher, `keep` the record's own; `auto` is scene when the record
+    has one, else teacher (or keep when no teacher is set)."""
 
     def check(self, key: str) -> None:
-        _require(
-            0.0 < self.eval_fraction < 1.0,
-            f"{key}.eval_fraction",
-            "a float in (0, 1)",
-            self.eval_fraction,
-        )
-        _require(
-            self.max_response_tokens >= 1,
-            f"{key}.max_response_tokens",
-            "an int >= 1",
-            self.max_response_tokens,
-        )
+        _require(bool(self.name.strip()), f"{key}.name", "a non-empty name", self.name)
+        _require(self.path.endswith((".jsonl", ".parquet")), f"{key}.path",
+                 "a .jsonl or .parquet file", self.path)  # fmt: skip
+
+
+@dataclass
+class TeacherConfig:
+    kind: Literal["none", "http", "local"] = "none"
+    """`http`: an OpenAI-compatible chat completions endpoint; `local`: an HF model."""
+    model: str = ""
+    """The model name sent to the endpoint, or the local checkpoint (dir or HF id)."""
+    url: str = ""
+    """Base URL of the endpoint, e.g. http://127.0.0.1:8000/v1."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (unset: no Authorization header)."""
+    cache: str = "data/cache/teacher.jsonl"
+    """Response cache: a request already answered is never sent again."""
+    retries: int = 4
+    """Attempts after the first on timeouts, connection errors, 429 and 5xx."""
+    backoff: float = 1.0
+    """Seconds before the first retry; doubled each time."""
+    timeout: float = 120.0
+    """Seconds per request."""
+    max_new_tokens: int = 1024
+    """Length limit of each trace."""
+    temperature: float = 0.0
+    """Sampling temperature (0: greedy)."""
+
+    def check(self, key: str) -> None:
+        if self.kind != "none":
+            _require(bool(self.model), f"{key}.model", "a model name", self.model)
+        if self.kind == "http":
+            _require(self.url.startswith(("http://", "https://")), f"{key}.url",
+                     "an http(s) URL", self.url)  # fmt: skip
+        _require(self.retries >= 0, f"{key}.retries", "an int >= 0", self.retries)
+        _require(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "an int >= 1",
+                 self.max_new_tokens)  # fmt: skip
+
+
+def _default_sources() -> list[SourceConfig]:
+    return [
+        SourceConfig("synthetic-visual", "data/raw/visual/data.jsonl"),
+        SourceConfig("synthetic-text", "data/raw/text/data.jsonl"),
+        SourceConfig("synthetic-heldout", "data/raw/heldout/data.jsonl", split="eval"),
+    ]
+
+
+@dataclass
+class CurateConfig:
+    out_dir: str = "data/curated"
+    """Directory of the curated sets: text/, visual/, rl/, eval/ (each a data.jsonl)."""
+    report: str = "metrics/curate.json"
+    """The curation report: counts kept and dropped per reason, per source."""
+    sources: list[SourceConfig] = field(default_factory=_default_sources)
+    """Raw sources, in order (earlier sources win deduplication)."""
+    eval_fraction: float = 0.2
+    """Fraction of the train sources' visual rows held out for evaluation."""
+    rl_fraction: float = 0.4
+    """Fraction of the remaining visual rows that go to the RL set instead of SFT."""
+    reflection_rate: float = 0.3
+    """Scene traces whose first reading of the image is wrong and corrected on re-checking."""
+    max_response_tokens: int = 512
+    """Drop traces whose response is longer than this many tokens."""
+    seed: int = 0
+    """Seed of the splits and of which traces get a corrected first reading."""
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    """Writes anchored, reflective traces for rows without a scene."""
+
+    def check(self, key: str) -> None:
+        for name in ("eval_fraction", "rl_fraction"):
+            value = getattr(self, name)
+            _require(0.0 < value < 1.0, f"{key}.{name}", "a float in (0, 1)", value)
+        _require(0.0 <= self.reflection_rate <= 1.0, f"{key}.reflection_rate",
+                 "a float in [0, 1]", self.reflection_rate)  # fmt: skip
+        _require(self.max_response_tokens >= 1, f"{key}.max_response_tokens", "an int >= 1",
+                 self.max_response_tokens)  # fmt: skip
+        _require(bool(self.sources), f"{key}.sources", "a non-empty list", self.sources)
+        names = [source.name for source in self.sources]
+        for index, source in enumerate(self.sources):
+            source.check(f"{key}.sources[{index}]")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        _require(not duplicates, f"{key}.sources", "unique names", duplicates)
+        self.teacher.check(f"{key}.teacher")
 
 
 @dataclass
