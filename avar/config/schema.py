@@ -267,7 +267,7 @@ class ColdstartTextConfig(TrainConfig):
     """Directory of the text-only cold-start checkpoints."""
     metrics: str = "metrics/coldstart_text.json"
     """JSON file of the stage's metrics."""
-    data: str = "data/raw/text/data.jsonl"
+    data: str = "data/curated/text/data.jsonl"
     """Text-only reasoning traces to train on (JSONL in avar's record schema)."""
 
 
@@ -279,7 +279,7 @@ class SftMmConfig(TrainConfig):
     """Directory of the multimodal SFT checkpoints."""
     metrics: str = "metrics/sft_mm.json"
     """JSON file of the stage's metrics."""
-    data: str = "data/raw/visual/data.jsonl"
+    data: str = "data/curated/visual/data.jsonl"
     """Multimodal (visual-anchored) reasoning traces to train on."""
     init_from: Literal["base", "coldstart_text"] = "coldstart_text"
     """Checkpoint the multimodal SFT starts from."""
@@ -305,7 +305,7 @@ class RlConfig(TrainConfig):
     """Directory of the GRPO checkpoints."""
     metrics: str = "metrics/rl.json"
     """JSON file of the stage's metrics."""
-    data: str = "data/raw/visual/data.jsonl"
+    data: str = "data/curated/rl/data.jsonl"
     """Questions to sample completions for (their answers grade them)."""
     init_from: str = "sft_mm"
     """Stage whose model GRPO starts from (its out_dir is read from these params)."""
