@@ -221,3 +221,18 @@ def test_malformed_rows_name_the_file_and_row(tmp_path):
     broken.write_bytes(b"not parquet")
     with pytest.raises(BenchmarkDataError, match=r"test-0\.parquet: not a readable parquet"):
         load("mathvision", broken.parent)
+
+
+def test_mathverse_release_json_with_image_files(tmp_path):
+    folder = tmp_path / "mathverse"
+    (folder / "images_version_5").mkdir(parents=True)
+    (folder / "images_version_5/image_1.png").write_bytes(png(size=(30, 20)))
+    rows = [
+        {"sample_index": "1", "problem_version": "Vision Only", "question": "",
+         "query_wo": "Answer the question in the image.", "answer": "4",
+         "question_type": "free-form", "image": "images_version_5/image_1.png",
+         "metadata": {"subject": "plane geometry"}},
+    ]  # fmt: skip
+    (folder / "testmini.json").write_text(json.dumps(rows))
+    (sample,) = load("mathverse", folder)
+    assert sample["answer_type"] == "number" and sample["images"][0].size == (30, 20)

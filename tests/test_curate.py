@@ -63,8 +63,8 @@ def test_synthetic_sources_make_four_valid_sets(tmp_path, processor):
     report = curate(params, processor.tokenizer)
     sets = {name: read_set(tmp_path, name) for name in ("text", "visual", "rl", "eval")}
     assert {k: len(v) for k, v in sets.items()} == report["sets"]
-    # 40 visual rows: 8 held out (eval_fraction 0.2), then 40% of 32 to RL
-    assert report["sets"] == {"text": 12, "visual": 19, "rl": 13, "eval": 16}
+    # 40 visual rows: 4 held out (eval_fraction 0.1), then 25% of 36 to RL
+    assert report["sets"] == {"text": 12, "visual": 27, "rl": 9, "eval": 12}
     assert {r["id"] for r in sets["eval"]} >= {f"heldout-{i:06d}" for i in range(8)}
     for name in ("visual", "rl"):  # no eval image reaches a training set
         assert not image_hashes(tmp_path, name) & image_hashes(tmp_path, "eval")
@@ -238,3 +238,26 @@ def test_bad_settings_and_missing_sources_are_named(tmp_path, processor):
     with pytest.raises(FileNotFoundError, match=r"source 'gone'.*no\.jsonl not found"):
         curate(params, processor.tokenizer)
     assert not (tmp_path / "curated").exists()
+
+
+def test_a_local_hf_teacher_is_asked_once_per_row(tmp_path, processor, tiny_dir):
+    real = tmp_path / "real.jsonl"
+    (tmp_path / "a.png").write_bytes(png((200, 0, 0)))
+    (tmp_path / "b.png").write_bytes(png((0, 0, 200)))
+    rows = [
+        {"id": "a", "question": "What color?", "answer": "red", "images": ["a.png"]},
+        {"id": "b", "question": "What color?", "answer": "blue", "images": ["b.png"]},
+    ]
+    real.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    params = params_for(
+        tmp_path, sources((("name", "real"), ("path", str(real)))),
+        "curate.teacher.kind=local", f"curate.teacher.model={tiny_dir}",
+        "curate.teacher.max_new_tokens=6", f"curate.teacher.cache={tmp_path}/cache.jsonl",
+        "curate.eval_fraction=0.01", "curate.rl_fraction=0.01",
+    )  # fmt: skip
+    report = curate(params, processor.tokenizer)
+    # an untrained teacher writes no <think>/<answer> trace: both rows fail the format check
+    assert report["teacher"] == {"cached": 0, "asked": 2}
+    assert report["sources"]["real"]["dropped"] == {"bad_format": 2}
+    assert len((tmp_path / "cache.jsonl").read_text().splitlines()) == 2
+    assert curate(params, processor.tokenizer)["teacher"] == {"cached": 2, "asked": 0}

@@ -54,6 +54,10 @@ def test_extract_choice(answer, choices, expected):
     ("Purple.", "purple", "text", True),
     ("the same number", "Same number", "text", True),
     ("red", "blue", "text", False),
+    ("Yes.", "yes", "text", True),  # HallusionBench-style yes/no
+    ("No", "Yes", "text", False),
+    ("2.50", "2.5", "number", True),  # MathVista float answers
+    ("2.53", "2.5", "number", False),
     # choices
     ("B. circles", "B", "choice", True),
     ("circles", "B", "choice", False),  # text is matched only against the given options

@@ -5,6 +5,7 @@ ZeRO-3 runs on two ranks."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -144,6 +145,30 @@ def test_rerun_of_a_finished_stage_only_republishes(project):
     assert result.steps == 3
     after = weights(project / "models/coldstart_text")
     assert changed(before, after) == 0.0
+
+
+def test_new_data_under_the_same_path_starts_over(project, caplog):
+    """Checkpoints are reused only for the same params, data content and starting weights."""
+    from avar.stages import coldstart_text
+
+    data = project / "data/text_changing/data.jsonl"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    lines = (project / "data/raw/text/data.jsonl").read_text().splitlines(keepends=True)
+    data.write_text("".join(lines))
+    sets = [f"coldstart_text.data={data}",
+            f"coldstart_text.checkpoint_dir={project}/checkpoints/changing",
+            f"coldstart_text.out_dir={project}/models/changing",
+            f"coldstart_text.metrics={project}/metrics/changing.json"]  # fmt: skip
+    params = load_params(ROOT / "params.yaml", small_overrides(project) + sets)
+    caplog.set_level(logging.INFO, logger="avar")
+    coldstart_text.run(params)
+    caplog.clear()
+    coldstart_text.run(params)  # same content: resumed, finished
+    assert "resuming from" in caplog.text and "starting over" not in caplog.text
+    data.write_text("".join(lines[:-1]))  # one record fewer, same path
+    caplog.clear()
+    coldstart_text.run(params)
+    assert "starting over" in caplog.text and "other params, data or weights" in caplog.text
 
 
 def avar_stage(tmp: Path, stage: str, extra: list[str], env=None, launcher=()) -> subprocess.Popen:

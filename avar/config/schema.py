@@ -229,9 +229,9 @@ class CurateConfig:
     """The curation report: counts kept and dropped per reason, per source."""
     sources: list[SourceConfig] = field(default_factory=_default_sources)
     """Raw sources, in order (earlier sources win deduplication)."""
-    eval_fraction: float = 0.2
+    eval_fraction: float = 0.1
     """Fraction of the train sources' visual rows held out for evaluation."""
-    rl_fraction: float = 0.4
+    rl_fraction: float = 0.25
     """Fraction of the remaining visual rows that go to the RL set instead of SFT."""
     reflection_rate: float = 0.3
     """Scene traces whose first reading of the image is wrong and corrected on re-checking."""

@@ -22,10 +22,6 @@ from avar.data.scenes import COLORS
 LETTERS = "ABCDEFGHIJKLMNOP"
 
 
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:] if text else text
-
-
 def wrong_answer(record: dict, rng: random.Random) -> str | None:
     """A plausible misreading of the answer, or None when there is none to make."""
     answer, kind = record["answer"], record["answer_type"]
@@ -41,26 +37,29 @@ def wrong_answer(record: dict, rng: random.Random) -> str | None:
 
 
 def scene_trace(record: dict, rng: random.Random, reflection_rate: float) -> str:
-    """The AVAR trace of a synthetic record, from its scene-grounded solution steps."""
+    """The AVAR trace of a synthetic record, from its scene-grounded solution steps.
+
+    The anchor is the evidence the question needs (the solution's middle steps; the
+    overview of the whole image when there are none), not a list of everything drawn:
+    short traces leave room for the answer within a generation budget.
+    """
     steps = record["solution"]
     if len(steps) < 2:
         raise ValueError(f"record {record['id']}: a scene trace needs solution steps")
-    overview, evidence, conclusion = steps[0], steps[1:-1], steps[-1]
-    evidence_text = " ".join(evidence) or overview
-    answer = record["answer"]
+    evidence = " ".join(steps[1:-1]) or steps[0]
+    conclusion, answer = steps[-1], record["answer"]
     wrong = wrong_answer(record, rng) if rng.random() < reflection_rate else None
     if wrong is None:
         lines = [
-            f"Anchor: {overview} {' '.join(evidence)}".rstrip(),
+            f"Anchor: {evidence}",
             f"Reasoning: {conclusion}",
-            f"Reflection: Looking at the image again to check: {_lower_first(evidence_text)} "
-            f"The evidence holds, so the answer is {answer}.",
+            "Reflection: Checking the image again confirms the evidence.",
         ]
     else:
         lines = [
-            f"Anchor: {overview}",
+            f"Anchor: {evidence}",
             f"Reasoning: At first reading, the answer looks like {wrong}.",
-            f"Reflection: Looking at the image again to check: {_lower_first(evidence_text)} "
-            f"I misread it at first. {conclusion} The answer is {answer}, not {wrong}.",
+            f"Reflection: Checking the image again, I misread it at first. {conclusion} "
+            f"The answer is {answer}, not {wrong}.",
         ]
     return "<think>\n" + "\n".join(lines) + "\n</think>\n<answer>" + answer + "</answer>"

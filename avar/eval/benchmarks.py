@@ -229,8 +229,9 @@ BENCHMARKS = {
         ),
         Benchmark(
             "mathverse",
-            ("testmini*.parquet", "*.parquet"),
-            "huggingface.co/datasets/AI4Math/MathVerse (testmini parquet; Vision Only rows)",
+            ("testmini*.parquet", "*.parquet", "testmini.json"),
+            "huggingface.co/datasets/AI4Math/MathVerse (testmini parquet, or testmini.json with "
+            "its images; Vision Only rows)",
             mathverse,
         ),
         Benchmark(

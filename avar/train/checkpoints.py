@@ -36,7 +36,7 @@ def resume_point(checkpoint_dir: str | Path, fingerprint: dict, resume: str) -> 
         log.info("resuming from %s", last)
         return last
     if folder.is_dir() and any(folder.iterdir()):
-        reason = "resume is 'never'" if resume == "never" else "they were written with other params"
+        reason = "resume is 'never'" if resume == "never" else "other params, data or weights"
         if last is None:
             reason = "none of them is complete"
         log.warning("starting over: removing the checkpoints in %s (%s)", folder, reason)

@@ -6,6 +6,7 @@ the stage's metrics file (a row per checkpoint: step, VAS, masses, accuracies, l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -69,9 +70,26 @@ class StagePlan:
 
 
 def fingerprint(plan: StagePlan) -> dict:
-    """What the checkpoints depend on: the stage's params and where it starts."""
+    """What the checkpoints depend on: the stage's params, the content of its data file and
+    of the weights it starts from (a re-curated set or a retrained base starts afresh)."""
     section = {k: v for k, v in asdict(plan.cfg).items() if k not in NOT_FINGERPRINTED}
-    return {"stage": plan.name, "params": section, "init": str(plan.model_dir)}
+    data = getattr(plan.cfg, "data", "")
+    weights = sorted(Path(plan.model_dir).glob("*.safetensors"))
+    return {
+        "stage": plan.name,
+        "params": section,
+        "init": str(plan.model_dir),
+        "data_sha256": file_digest(data) if data and Path(data).is_file() else None,
+        "init_sha256": {p.name: file_digest(p) for p in weights},
+    }
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def checkpoint_step(checkpoint: str | Path) -> int:
