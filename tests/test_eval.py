@@ -114,12 +114,22 @@ def test_synthetic_builds_its_questions_when_none_exist(tiny_dir, tmp_path):
     result = run_eval("--model", str(tiny_dir), "--bench", "synthetic", "--out", str(out),
                       "--data-dir", str(tmp_path / "none"),
                       "-S", f"checkpoint_eval.data={tmp_path}/missing/data.jsonl",
+                      "-S", f"curate.out_dir={tmp_path}/no-curated",
                       "-S", "data.heldout.n=6", "-S", "eval.max_new_tokens=4")  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["benchmarks"]["synthetic"]["n"] == 6
     assert report["benchmarks"]["synthetic"]["vas"] is None  # not asked for
     assert report["benchmarks"]["synthetic"]["samples"][0]["id"] == "heldout-000000"
+    from avar.data import synthesize
+
+    synthesize("visual", 3, 5, tmp_path / "curated/eval", prefix="curated")
+    result = run_eval("--model", str(tiny_dir), "--bench", "synthetic", "--out", str(out),
+                      "--data-dir", str(tmp_path / "none"), "-S", "eval.max_new_tokens=4",
+                      "-S", f"curate.out_dir={tmp_path}/curated")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    samples = json.loads(out.read_text())["benchmarks"]["synthetic"]["samples"]
+    assert [r["id"] for r in samples] == [f"curated-{i:06d}" for i in range(3)]
 
 
 def test_errors_name_the_benchmark_and_the_files(tiny_dir, tmp_path):

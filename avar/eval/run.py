@@ -45,13 +45,15 @@ def chats(samples: list[dict], system_prompt: str | None) -> list[list[dict]]:
 
 def bench_folder(name: str, data_dir: Path, params: Params, scratch: Path) -> Path:
     """Where a benchmark's files are: `<data-dir>/<name>/`. The synthetic suite falls back
-    to params' held-out set, and builds it (in scratch space) when that does not exist."""
+    to the curated eval set, then params' held-out set, and builds that (in scratch space)
+    when neither exists."""
     folder = data_dir / name
     if name != "synthetic" or (folder / "data.jsonl").is_file():
         return folder
     heldout = Path(params.checkpoint_eval.data)
-    if heldout.is_file():
-        return heldout.parent
+    for candidate in (Path(params.curate.out_dir) / "eval/data.jsonl", heldout):
+        if candidate.is_file():
+            return candidate.parent
     from avar.data import synthesize
 
     cfg = params.data.heldout
