@@ -261,3 +261,28 @@ def test_a_local_hf_teacher_is_asked_once_per_row(tmp_path, processor, tiny_dir)
     assert report["sources"]["real"]["dropped"] == {"bad_format": 2}
     assert len((tmp_path / "cache.jsonl").read_text().splitlines()) == 2
     assert curate(params, processor.tokenizer)["teacher"] == {"cached": 2, "asked": 0}
+
+
+def test_a_real_source_maps_its_own_column_names(tmp_path, processor):
+    real = tmp_path / "real.jsonl"
+    for name, color in (("a.png", (200, 0, 0)), ("b.png", (0, 0, 200))):
+        (tmp_path / name).write_bytes(png(color))
+    rows = [{"uid": "a", "problem": "What color?", "final": "red", "img": ["a.png"]},
+            {"uid": "b", "problem": "What color?", "final": "blue", "img": ["b.png"]},
+            {"uid": "c", "problem": "No answer column here.", "img": ["a.png"]}]  # fmt: skip
+    real.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    columns = {"id": "uid", "question": "problem", "answer": "final", "images": "img"}
+    params = params_for(
+        tmp_path, sources((("name", "real"), ("path", str(real)), ("columns", columns))),
+        "curate.eval_fraction=0.01", "curate.rl_fraction=0.01",
+    )  # fmt: skip
+    report = curate(params, processor.tokenizer)
+    records = read_set(tmp_path, "visual")
+    assert [(r["id"], r["question"], r["answer"]) for r in records] == [
+        ("a", "What color?", "red"), ("b", "What color?", "blue")]  # fmt: skip
+    assert all(len(r["images"]) == 1 for r in records)
+    assert report["sources"]["real"]["dropped"] == {"invalid": 1}
+    assert "missing column 'final'" in report["examples"]["invalid"][0]["detail"]
+    with pytest.raises(ConfigError, match=r"curate.sources\[0\].columns.*\['question_text'\]"):
+        params_for(tmp_path, sources((("name", "r"), ("path", str(real)),
+                                      ("columns", {"question_text": "q"}))))  # fmt: skip

@@ -84,6 +84,11 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         if value not in allowed:
             raise ConfigError(key, f"expected one of {list(allowed)}, got {value!r}")
         return value
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}")
+        return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):

@@ -159,6 +159,10 @@ class BaseConfig(TrainConfig):
         )
 
 
+SOURCE_FIELDS = ("id", "question", "answer", "answer_type", "choices", "images", "image",
+                 "category", "difficulty", "solution", "response")  # fmt: skip
+
+
 @dataclass
 class SourceConfig:
     name: str = ""
@@ -168,6 +172,9 @@ class SourceConfig:
     split: Literal["train", "eval"] = "train"
     """`train`: text rows go to the text set, visual rows are split into eval, SFT and RL;
     `eval`: every row is held out for evaluation."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """avar field -> this source's column, for real datasets whose names differ, e.g.
+    `{question: problem, answer: solution, images: image}`."""
     traces: Literal["auto", "scene", "teacher", "keep"] = "auto"
     """How visual SFT traces are written: `scene` from the record's scene description,
     `teacher` by curate.teacher, `keep` the record's own; `auto` is scene when the record
@@ -177,6 +184,8 @@ class SourceConfig:
         _require(bool(self.name.strip()), f"{key}.name", "a non-empty name", self.name)
         _require(self.path.endswith((".jsonl", ".parquet")), f"{key}.path",
                  "a .jsonl or .parquet file", self.path)  # fmt: skip
+        unknown = sorted(set(self.columns) - set(SOURCE_FIELDS))
+        _require(not unknown, f"{key}.columns", f"keys from {list(SOURCE_FIELDS)}", unknown)
 
 
 @dataclass
@@ -193,6 +202,8 @@ class TeacherConfig:
     """Response cache: a request already answered is never sent again."""
     retries: int = 4
     """Attempts after the first on timeouts, connection errors, 429 and 5xx."""
+    workers: int = 4
+    """Requests in flight at once (http; a local teacher answers one at a time)."""
     backoff: float = 1.0
     """Seconds before the first retry; doubled each time."""
     timeout: float = 120.0
@@ -209,6 +220,7 @@ class TeacherConfig:
             _require(self.url.startswith(("http://", "https://")), f"{key}.url",
                      "an http(s) URL", self.url)  # fmt: skip
         _require(self.retries >= 0, f"{key}.retries", "an int >= 0", self.retries)
+        _require(self.workers >= 1, f"{key}.workers", "an int >= 1", self.workers)
         _require(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "an int >= 1",
                  self.max_new_tokens)  # fmt: skip
 

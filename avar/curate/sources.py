@@ -90,6 +90,11 @@ def read_source(cfg: SourceConfig, drop) -> list[Candidate]:
         raise ValueError(f"curate source {cfg.name!r}: {err}") from None
     for number, row in rows:
         where = f"{path}:{number}"
+        missing = [c for c in cfg.columns.values() if c not in row]
+        if missing:
+            drop("invalid", where, f"missing column {missing[0]!r} (has {sorted(row)})")
+            continue
+        row = {**row, **{name: row[column] for name, column in cfg.columns.items()}}
         values = row.get("images")
         if values is None and row.get("image") is not None:
             values = [row["image"]]

@@ -18,9 +18,11 @@ import random
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from PIL import Image
+from tqdm import tqdm
 
 from avar.config.schema import TeacherConfig
 
@@ -143,8 +145,8 @@ class LocalTeacher:
 class CachedTeacher:
     """A teacher behind a JSONL response cache, keyed by the hash of the request payload."""
 
-    def __init__(self, teacher, cache: str | Path):
-        self.teacher, self.path = teacher, Path(cache)
+    def __init__(self, teacher, cache: str | Path, workers: int = 1):
+        self.teacher, self.path, self.workers = teacher, Path(cache), workers
         self.cache: dict[str, str] = {}
         self.hits = self.misses = 0
         if self.path.is_file():
@@ -167,17 +169,23 @@ class CachedTeacher:
         self.misses += len(todo)
         failed = set()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            for index in todo:
+        with (
+            self.path.open("a", encoding="utf-8") as handle,
+            ThreadPoolExecutor(self.workers) as pool,
+        ):
+            asked = {pool.submit(self.teacher.complete, [chats[i]]): i for i in todo}
+            for future in tqdm(as_completed(asked), total=len(asked), desc="teacher",
+                               unit="trace", disable=not asked):  # fmt: skip
+                index = asked[future]
                 try:
-                    (response,) = self.teacher.complete([chats[index]])
+                    (response,) = future.result()
                 except TeacherError as err:
                     log.warning("teacher: %s", err)
                     failed.add(index)
                     continue
-                self.cache[keys[index]] = response
+                self.cache[keys[index]] = response  # written as answers arrive: a crash
                 handle.write(json.dumps({"key": keys[index], "response": response}) + "\n")
-                handle.flush()
+                handle.flush()  # keeps every answer received so far
         return [None if i in failed else self.cache[k] for i, k in enumerate(keys)]
 
 
@@ -185,5 +193,6 @@ def build_teacher(cfg: TeacherConfig, device: str = "auto", dtype: str = "auto")
     """The configured teacher behind its cache, or None for `kind: none`."""
     if cfg.kind == "none":
         return None
-    teacher = HttpTeacher(cfg) if cfg.kind == "http" else LocalTeacher(cfg, device, dtype)
-    return CachedTeacher(teacher, cfg.cache)
+    if cfg.kind == "http":
+        return CachedTeacher(HttpTeacher(cfg), cfg.cache, cfg.workers)
+    return CachedTeacher(LocalTeacher(cfg, device, dtype), cfg.cache)
