@@ -75,6 +75,18 @@ def conversations(records, root, system_prompt, responses=None) -> list[list[dic
     ]
 
 
+def chat_masses(model, processor, chats, settings: VasSettings, progress: bool = False):
+    """Masses [L, N, H, S] (float32, on CPU) of whole chats, teacher-forced, in batches."""
+    per_batch = []
+    starts = range(0, len(chats), settings.batch_size)
+    for start in tqdm(starts, desc="vas", unit="batch", disable=not progress):
+        batch = encode_batch(processor, chats[start : start + settings.batch_size])
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        with torch.no_grad():
+            per_batch.append(batch_masses(model, batch, settings).float().cpu())
+    return torch.cat(per_batch, dim=1)
+
+
 def measure_vas(model, processor, records, root, settings: VasSettings, system_prompt=None):
     """The VAS report (see `report`) of `records`, whose images live under `root`."""
     responses = None
@@ -85,13 +97,7 @@ def measure_vas(model, processor, records, root, settings: VasSettings, system_p
             settings.intervene,
         )  # fmt: skip
     chats = conversations(records, root, system_prompt, responses)
-    per_batch = []
-    for start in tqdm(range(0, len(chats), settings.batch_size), desc="vas", unit="batch"):
-        batch = encode_batch(processor, chats[start : start + settings.batch_size])
-        batch = {k: v.to(model.device) for k, v in batch.items()}
-        with torch.no_grad():
-            per_batch.append(batch_masses(model, batch, settings).cpu())
-    masses = torch.cat(per_batch, dim=1)  # [L, N, H, S]
+    masses = chat_masses(model, processor, chats, settings, progress=True)
     n_layers = len(decoder_attention(model))
     return report(masses, records, settings, layer_list(settings.layers, n_layers))
 

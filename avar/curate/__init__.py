@@ -33,7 +33,7 @@ SETS = ("text", "visual", "rl", "eval")
 EXAMPLES_PER_REASON = 5
 
 
-class Report:
+class CurationReport:
     """Counts read, kept per set and dropped per reason, per source; a few examples."""
 
     def __init__(self):
@@ -63,7 +63,7 @@ class Report:
         }  # fmt: skip
 
 
-def dedup(candidates: list[Candidate], report: Report) -> list[Candidate]:
+def dedup(candidates: list[Candidate], report: CurationReport) -> list[Candidate]:
     seen: dict[tuple, str] = {}
     kept = []
     for c in candidates:
@@ -76,7 +76,9 @@ def dedup(candidates: list[Candidate], report: Report) -> list[Candidate]:
     return kept
 
 
-def drop_leaks(train: list[Candidate], held: list[Candidate], report: Report) -> list[Candidate]:
+def drop_leaks(
+    train: list[Candidate], held: list[Candidate], report: CurationReport
+) -> list[Candidate]:
     """Training rows sharing an image with an eval row, or the question of a text-only eval
     row, or both question and images of any eval row, are dropped."""
     images = {h for c in held for h in c.image_hashes()}
@@ -110,7 +112,7 @@ def trace_mode(c: Candidate, mode: str, has_teacher: bool) -> str:
     return "teacher" if has_teacher else "keep"
 
 
-def write_traces(sft, modes: dict[str, str], cfg, teacher, report: Report, rng) -> list:
+def write_traces(sft, modes: dict[str, str], cfg, teacher, report: CurationReport, rng) -> list:
     """Give every SFT row its response; drop wrong, malformed or failed teacher traces."""
     kept, asked = [], []
     for c in sft:
@@ -147,7 +149,7 @@ def _pil(c: Candidate) -> list[Image.Image]:
     return [Image.open(io.BytesIO(data)).convert("RGB") for data in c.images]
 
 
-def within_length(rows, tokenizer, limit: int, report: Report) -> list[Candidate]:
+def within_length(rows, tokenizer, limit: int, report: CurationReport) -> list[Candidate]:
     kept = []
     for c in rows:
         n = len(tokenizer(c.record["response"]).input_ids)
@@ -183,7 +185,7 @@ def curate(params: Params, tokenizer) -> dict:
 
     cfg = params.curate
     start = time.monotonic()
-    report = Report()
+    report = CurationReport()
     pools: dict[str, list[Candidate]] = {"train": [], "eval": []}
     modes = {}
     for source in cfg.sources:

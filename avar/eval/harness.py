@@ -7,14 +7,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import torch
-
 from avar.attention.hooks import decoder_attention
-from avar.attention.measure import VasSettings, batch_masses, report
+from avar.attention.measure import VasSettings, chat_masses, report
 from avar.config.specs import InterventionSpec, layer_list
 from avar.generate import generate
 from avar.grading import extract_answer, grade
-from avar.segments import encode_batch
 
 
 @dataclass
@@ -47,17 +44,6 @@ class Answers:
         ]  # fmt: skip
 
 
-def answer_masses(model, processor, chats: list[list[dict]], settings: VasSettings):
-    """Masses [L, N, H, S] of chats ending in the model's answers (teacher-forced)."""
-    per_batch = []
-    for start in range(0, len(chats), settings.batch_size):
-        batch = encode_batch(processor, chats[start : start + settings.batch_size])
-        batch = {k: v.to(model.device) for k, v in batch.items()}
-        with torch.no_grad():
-            per_batch.append(batch_masses(model, batch, settings).float().cpu())
-    return torch.cat(per_batch, dim=1)
-
-
 def answer(
     model,
     processor,
@@ -87,7 +73,7 @@ def answer(
                                    batch_size=8)  # fmt: skip
             replies = [[{"role": "assistant", "content": text}] for text in responses]
             chats = [p + r for p, r in zip(prompts, replies, strict=True)]
-            masses = answer_masses(model, processor, chats, settings)
+            masses = chat_masses(model, processor, chats, settings)
             ids = layer_list(layers, len(decoder_attention(model)))
             vas = report(masses, records, settings, ids)
     finally:
