@@ -24,6 +24,8 @@ params_app = typer.Typer(help="Inspect params.yaml.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(params_app, name="params")
+services_app = typer.Typer(help="The local Prefect + MLflow stack.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
 console = Console(stderr=True)
 
 ParamsFile = Annotated[Path, typer.Option("--params", help="The params file.")]
@@ -251,7 +253,12 @@ def attention_map(
 @app.command("stage")
 @friendly_errors
 def stage(
-    name: Annotated[str, typer.Argument(help="base, curate, coldstart_text, sft_mm or rl.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="prepare, base, curate, coldstart_text, sft_mm, rl, vas, eval or register."
+        ),
+    ],
     params: ParamsFile = Path("params.yaml"),
     overrides: Overrides = None,
 ) -> None:
@@ -266,6 +273,62 @@ def stage(
     result = importlib.import_module(f"avar.stages.{name}").run(cfg)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line
         console.print(result.line(), soft_wrap=True)
+
+
+@app.command("reevaluate")
+@friendly_errors
+def reevaluate_command(
+    params: ParamsFile = Path("params.yaml"), overrides: Overrides = None
+) -> None:
+    """Evaluate the registered champion (and base) again; log to MLflow; flag a regression."""
+    from avar.eval.reevaluate import reevaluate
+
+    result = reevaluate(load_params(params, overrides))
+    console.print(result.line(), soft_wrap=True)
+    if result.regressed:
+        raise typer.Exit(3)
+
+
+@app.command("results")
+@friendly_errors
+def results(params: ParamsFile = Path("params.yaml"), overrides: Overrides = None) -> None:
+    """The pipeline's results: VAS and accuracy per checkpoint, then per stage model."""
+    from avar.summary import pipeline_tables
+
+    for table in pipeline_tables(load_params(params, overrides)):
+        Console().print(table)
+
+
+PrefectPort = Annotated[int, typer.Option(help="Prefect server port on 127.0.0.1.")]
+MlflowPort = Annotated[int, typer.Option(help="MLflow server port on 127.0.0.1.")]
+
+
+@services_app.command("up")
+@friendly_errors
+def services_up(
+    prefect_port: PrefectPort = 4200,
+    mlflow_port: MlflowPort = 5000,
+    artifacts: Annotated[
+        str | None, typer.Option(help="MLflow artifact store, e.g. s3://bucket/mlflow.")
+    ] = None,
+) -> None:
+    """Start a Prefect server, an MLflow server and a worker here; deploy the flows."""
+    from avar.services import Stack, up
+
+    stack = Stack(Path("."), prefect_port, mlflow_port)
+    up(stack, artifacts)
+    console.print(f"Prefect UI  http://127.0.0.1:{prefect_port}\n"
+                  f"MLflow UI   {stack.mlflow_uri}\nlogs        {stack.state / 'logs'}\n"
+                  f"shell       source {stack.state / 'env'}")  # fmt: skip
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop what `avar services up` started."""
+    from avar.services import Stack, down
+
+    stopped = down(Stack(Path(".")))
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
 if __name__ == "__main__":

@@ -55,3 +55,70 @@ def vas_table(result: dict) -> Table:
     means = (result[f"{name}_mass"] for name in ("image", "system", "text"))
     table.add_row("mean", _fmt(result["vas"]), *map(_fmt, means), style="bold")
     return table
+
+
+def number_cell(value: float | None) -> str:
+    """Accuracies as 0.123, VAS (which reaches 1e9 on the tiny model) as 4.7e+09."""
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if abs(value) >= 1e3 else f"{value:.3f}"
+
+
+CHECKPOINT_COLUMNS = ("stage", "step", "VAS", "accuracy", "image mass", "system mass")
+MODEL_COLUMNS = ("stage", "metric", "value")
+
+
+def pipeline_rows(params) -> tuple[list[list[str]], list[list[str]]]:
+    """Cells of the results: per checkpoint, VAS and accuracy on the held-out questions
+    (metrics/vas.json); per stage model, benchmark accuracy and VAS (metrics/eval.json)."""
+    import json
+    from pathlib import Path
+
+    vas_path, eval_path = Path(params.vas.out), Path(params.eval.out)
+    if not vas_path.is_file():
+        raise FileNotFoundError(f"{vas_path} is missing: run the pipeline (`dvc repro`) first")
+    checkpoints = [
+        [row["stage"], str(row["step"]),
+         *(number_cell(row[k]) for k in ("vas", "accuracy", "image_mass", "system_mass"))]
+        for row in json.loads(vas_path.read_text())["checkpoints"]
+    ]  # fmt: skip
+    models = []
+    if eval_path.is_file():
+        for stage, row in json.loads(eval_path.read_text())["models"].items():
+            models += [
+                [stage, key, number_cell(value)]
+                for key, value in row["metrics"].items()
+                if key.count("/") == 2
+            ]  # overall accuracy and VAS, not per category
+    return checkpoints, models
+
+
+def pipeline_tables(params) -> list[Table]:
+    """The results as rich tables (`avar results`)."""
+    checkpoints, models = pipeline_rows(params)
+    tables = []
+    for title, columns, rows in (
+        (f"Checkpoints on {params.checkpoint_eval.data}", CHECKPOINT_COLUMNS, checkpoints),
+        (f"Stage models on {', '.join(params.eval.benches)}", MODEL_COLUMNS, models),
+    ):
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, justify="left" if column in ("stage", "metric") else "right")
+        for row in rows:
+            table.add_row(*row)
+        tables.append(table)
+    return tables
+
+
+def pipeline_markdown(params) -> str:
+    """The results as Markdown tables (the Prefect flow's artifact)."""
+    checkpoints, models = pipeline_rows(params)
+    parts = []
+    for title, columns, rows in (("Checkpoints (held-out questions)", CHECKPOINT_COLUMNS,
+                                  checkpoints), ("Stage models (benchmarks)", MODEL_COLUMNS,
+                                                 models)):  # fmt: skip
+        lines = [f"### {title}", "", "| " + " | ".join(columns) + " |",
+                 "|" + "---|" * len(columns)]  # fmt: skip
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"

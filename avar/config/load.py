@@ -180,8 +180,10 @@ def to_dict(params: Params) -> dict[str, Any]:
     return dataclasses.asdict(params)
 
 
-def flatten(params: Params) -> dict[str, Any]:
-    """`section.key` -> value, lists joined by commas (MLflow params are flat strings)."""
+def flatten(params: Params | Any, prefix: str = "") -> dict[str, Any]:
+    """`section.key` -> value, lists joined by commas (MLflow params are flat strings).
+
+    Takes the params, one section of them or a plain dict; `prefix` names the root."""
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -191,5 +193,5 @@ def flatten(params: Params) -> dict[str, Any]:
         else:
             flat[prefix] = ",".join(map(str, value)) if isinstance(value, list) else value
 
-    walk("", to_dict(params))
+    walk(prefix, params if isinstance(params, dict) else dataclasses.asdict(params))
     return flat

@@ -430,15 +430,68 @@ class RegisterConfig:
     alias: str = "champion"
     """Alias moved to the new version only when it beats the current holder."""
     metric: str = "eval/synthetic/accuracy"
-    """Metric that decides whether the new version beats the champion."""
+    """Metric (of metrics/eval.json) that decides whether the new version beats the
+    champion."""
+    stage: Literal["base", "coldstart_text", "sft_mm", "rl"] = "rl"
+    """The stage whose model is registered."""
+    out: str = "metrics/register.json"
+    """What the register stage did: version, scores, whether the alias moved."""
+
+
+@dataclass
+class ReevaluateConfig:
+    tolerance: float = 0.02
+    """A re-evaluation flags a regression when the champion scores more than this below
+    its score at registration, or below the base model."""
+    out: str = "metrics/reevaluate.json"
+    """The latest re-evaluation's report."""
+
+    def check(self, key: str) -> None:
+        _require(self.tolerance >= 0, f"{key}.tolerance", "a float >= 0", self.tolerance)
 
 
 @dataclass
 class TrackingConfig:
     uri: str = "sqlite:///mlruns.db"
-    """MLflow tracking URI (a server address or a local store)."""
+    """MLflow tracking URI (a server address or a local store); the MLFLOW_TRACKING_URI
+    environment variable takes precedence, as in MLflow itself."""
     experiment: str = "avar"
     """MLflow experiment name."""
+
+
+@dataclass
+class OrchestrateConfig:
+    backend: Literal["local", "docker"] = "local"
+    """Where the Prefect flow runs each `dvc repro <stage>`: a local subprocess, or a GPU
+    container started with the docker SDK."""
+    retries: int = 1
+    """Retries of a stage that failed (a transient error: a lost connection, a killed
+    container); DVC resumes from the last finished stage."""
+    retry_delay_s: int = 30
+    """Seconds between retries."""
+    image: str = "ghcr.io/avar-ml/avar-gpu:0.1.0"
+    """Container image of the docker backend (docker/Dockerfile)."""
+    gpus: str = "all"
+    """GPUs handed to the container: `all` or a count such as `2`."""
+    shm_size: str = "16g"
+    """Shared memory of the container (dataloader workers and NCCL need more than 64m)."""
+    workdir: str = "/workspace"
+    """Where the workspace is mounted in the container."""
+    env: list[str] = field(
+        default_factory=lambda: [
+            "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "HF_TOKEN", "AVAR_PARENT_RUN_ID",
+        ]
+    )  # fmt: skip
+    """Environment variables passed through to the container when set."""
+
+    def check(self, key: str) -> None:
+        _require(self.retries >= 0, f"{key}.retries", "an int >= 0", self.retries)
+        _require(self.retry_delay_s >= 0, f"{key}.retry_delay_s", "an int >= 0",
+                 self.retry_delay_s)  # fmt: skip
+        _require(self.gpus == "all" or self.gpus.isdigit(), f"{key}.gpus",
+                 "`all` or a GPU count", self.gpus)  # fmt: skip
+        _require(bool(self.image), f"{key}.image", "a non-empty image reference", "")
 
 
 @dataclass
@@ -456,7 +509,9 @@ class Params:
     vas: VasConfig = field(default_factory=VasConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
+    reevaluate: ReevaluateConfig = field(default_factory=ReevaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    orchestrate: OrchestrateConfig = field(default_factory=OrchestrateConfig)
 
     def check(self) -> None:
         for name, section in vars(self).items():

@@ -16,6 +16,7 @@ from avar.config import Params
 from avar.config.specs import parse_intervention
 from avar.eval.benchmarks import benchmark, load_samples
 from avar.eval.harness import answer
+from avar.summary import number_cell
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,6 @@ def results_table(report: dict) -> Table:
         table.add_column(column, justify="left" if column in ("benchmark", "worst") else "right")
     for name, result in report["benchmarks"].items():
         worst = min(result["categories"].items(), key=lambda kv: kv[1])
-        cells = [_fmt(result[k]) for k in ("accuracy", "vas", "image_mass", "system_mass")]
+        cells = [number_cell(result[k]) for k in ("accuracy", "vas", "image_mass", "system_mass")]
         table.add_row(name, str(result["n"]), *cells, f"{worst[0]} {worst[1]:.3f}")
     return table
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}" if abs(value) >= 1e3 else f"{value:.3f}"

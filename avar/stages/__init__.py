@@ -1,4 +1,4 @@
 """The pipeline's stages: each is `run(params) -> result`, called by `avar stage NAME`,
 dvc.yaml and the Prefect flow alike."""
 
-STAGES = ("base", "curate", "coldstart_text", "sft_mm", "rl")
+STAGES = ("prepare", "base", "curate", "coldstart_text", "sft_mm", "rl", "vas", "eval", "register")

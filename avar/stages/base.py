@@ -58,7 +58,9 @@ def run(params: Params) -> StageResult:
     if model_cfg.name_or_path not in PRESETS:
         out = resolve_checkpoint(model_cfg.name_or_path, cfg.out_dir)
         return StageResult("base", str(out), 0, 0.0)
-    init_dir = str(init_tiny(model_cfg.init_dir, model_cfg.name_or_path, model_cfg.seed))
+    init_dir = model_cfg.init_dir  # built by `avar stage prepare`; built here when missing
+    if not (Path(init_dir) / "config.json").is_file():
+        init_tiny(init_dir, model_cfg.name_or_path, model_cfg.seed)
     width = params.data.image_size
     n_train = cfg.max_steps * cfg.batch_size * cfg.grad_accum
     train = perception_set(n_train, cfg.seed, width, cfg.curriculum)

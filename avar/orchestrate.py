@@ -1,0 +1,115 @@
+"""Where the Prefect flow runs a stage: `dvc repro <stage>` as a local subprocess, or in a GPU
+container started with the docker SDK (`orchestrate.backend`). Either way DVC decides
+whether the stage has anything to do, and its output says whether it ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from avar.config import Params
+from avar.tracking.runs import PARENT_ENV
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageRun:
+    stage: str
+    ran: bool
+    """False when DVC found the stage up to date (or restored it from its run cache)."""
+    output: str
+
+
+class StageFailed(RuntimeError):
+    """`dvc repro <stage>` exited non-zero; the message ends with its last output lines."""
+
+
+def repro_command(stage: str, force: bool = False) -> list[str]:
+    """DVC reproduces the one stage (its upstream stages ran before it, in flow order)."""
+    return ["dvc", "repro", "--single-item", *(["--force"] if force else []), stage]
+
+
+def stage_env(params: Params, parent_run_id: str | None) -> dict[str, str]:
+    """What a stage needs to see: the pass-through variables, the pipeline run, and this
+    interpreter's scripts folder first on PATH (so `dvc` and `avar` are the project's)."""
+    env = {k: os.environ[k] for k in params.orchestrate.env if k in os.environ}
+    if parent_run_id:
+        env[PARENT_ENV] = parent_run_id
+    return env
+
+
+def run_stage(params: Params, stage: str, workspace: str | Path, parent_run_id: str | None = None,
+              force: bool = False) -> StageRun:  # fmt: skip
+    command = repro_command(stage, force)
+    env = stage_env(params, parent_run_id)
+    if params.orchestrate.backend == "docker":
+        output = run_in_container(params, command, Path(workspace), env)
+    else:
+        output = run_local(command, Path(workspace), env)
+    return StageRun(stage, f"Running stage '{stage}'" in output, output)
+
+
+def run_local(command: list[str], workspace: Path, env: dict[str, str]) -> str:
+    """Run `command` in `workspace`, echoing its output line by line; return the output."""
+    scripts = str(Path(sys.executable).parent)
+    full_env = {**os.environ, **env, "PATH": scripts + os.pathsep + os.environ.get("PATH", "")}
+    process = subprocess.Popen(command, cwd=workspace, env=full_env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        log.info("%s", line.rstrip())
+    if process.wait() != 0:
+        tail = "".join(lines[-30:])
+        raise StageFailed(f"`{' '.join(command)}` in {workspace} exited {process.returncode}:\n"
+                          f"{tail}")  # fmt: skip
+    return "".join(lines)
+
+
+def container_spec(params: Params, command: list[str], workspace: Path,
+                   env: dict[str, str]) -> dict:  # fmt: skip
+    """Keyword arguments of docker's `containers.run` for one stage on the GPUs."""
+    from docker.types import DeviceRequest
+
+    cfg = params.orchestrate
+    count = -1 if cfg.gpus == "all" else int(cfg.gpus)
+    return {
+        "image": cfg.image,
+        "command": command,
+        "working_dir": cfg.workdir,
+        "volumes": {str(workspace.resolve()): {"bind": cfg.workdir, "mode": "rw"}},
+        "environment": env,
+        "device_requests": [DeviceRequest(count=count, capabilities=[["gpu"]])],
+        "shm_size": cfg.shm_size,
+        "ipc_mode": "host",  # NCCL between ranks of one host
+        "network_mode": "host",  # MLflow and S3 on the host's loopback stay reachable
+        "detach": True,
+    }
+
+
+def run_in_container(params: Params, command: list[str], workspace: Path,
+                     env: dict[str, str]) -> str:  # fmt: skip
+    """Run `command` in a GPU container of `orchestrate.image`, streaming its log."""
+    import docker
+
+    client = docker.from_env()
+    container = client.containers.run(**container_spec(params, command, workspace, env))
+    lines = []
+    try:
+        for chunk in container.logs(stream=True, follow=True):
+            line = chunk.decode(errors="replace")
+            lines.append(line)
+            log.info("%s", line.rstrip())
+        status = container.wait()["StatusCode"]
+    finally:
+        container.remove(force=True)
+    if status != 0:
+        raise StageFailed(f"`{' '.join(command)}` in {params.orchestrate.image} exited {status}:\n"
+                          + "".join(lines[-30:]))  # fmt: skip
+    return "".join(lines)

@@ -1,0 +1,155 @@
+"""The local stack `make run` starts: a Prefect server, an MLflow server and a Prefect
+process worker on 127.0.0.1, in the background, with their logs in one folder
+(`.avar/logs`) and their pids in `.avar/run`; `avar services down` (`make down`) stops them.
+
+The Prefect server keeps its database under `.avar/prefect`; MLflow keeps runs in
+`.avar/mlflow.db` and artifacts in `.avar/mlartifacts` (or an S3 bucket, given
+`--artifacts`). `.avar/env` holds the variables a shell needs to talk to both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+POOL = "avar-local"
+DEPLOYMENTS = ("full", "champion")
+
+
+@dataclass
+class Stack:
+    root: Path
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+
+    @property
+    def state(self) -> Path:
+        return self.root / ".avar"
+
+    @property
+    def prefect_api(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    def env(self) -> dict[str, str]:
+        """What clients need: the two servers' addresses and the workspace."""
+        return {"PREFECT_API_URL": self.prefect_api, "MLFLOW_TRACKING_URI": self.mlflow_uri,
+                "AVAR_WORKSPACE": str(self.root.resolve())}  # fmt: skip
+
+
+def scripts_dir() -> Path:
+    """The folder of this interpreter's console scripts (prefect, mlflow, dvc, avar)."""
+    return Path(sys.executable).parent
+
+
+def start(stack: Stack, name: str, command: list[str], env: dict[str, str]) -> int:
+    """Start `command` in its own session, output to .avar/logs/<name>.log; record its pid."""
+    logs, pids = stack.state / "logs", stack.state / "run"
+    logs.mkdir(parents=True, exist_ok=True)
+    pids.mkdir(parents=True, exist_ok=True)
+    with (logs / f"{name}.log").open("ab") as out:
+        process = subprocess.Popen(
+            command, cwd=stack.root, env={**os.environ, **env}, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,  # its own group: down kills all
+        )  # fmt: skip
+    (pids / f"{name}.pid").write_text(str(process.pid))
+    return process.pid
+
+
+def wait_healthy(url: str, name: str, stack: Stack, timeout: float = 120) -> None:
+    """Poll `url` until it answers 200; fail naming the log to read."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{name} did not answer {url} in {timeout:.0f} s; see "
+                       f"{stack.state / 'logs' / f'{name}.log'}")  # fmt: skip
+
+
+def prefect(stack: Stack, *args: str) -> subprocess.CompletedProcess:
+    """A Prefect CLI command against this stack's server."""
+    env = {**os.environ, **stack.env()}
+    done = subprocess.run([str(scripts_dir() / "prefect"), *args], cwd=stack.root, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"`prefect {' '.join(args)}` failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def up(stack: Stack, artifacts: str | None = None, deploy: bool = True) -> None:
+    """Start both servers and a worker, then deploy avar/full and avar-reevaluate/champion."""
+    bin_dir, state = scripts_dir(), stack.state
+    down(stack, quiet=True)
+    start(stack, "prefect-server",
+          [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
+           "--port", str(stack.prefect_port)],
+          {"PREFECT_HOME": str((state / "prefect").resolve()),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})  # fmt: skip
+    start(stack, "mlflow-server",
+          [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1",
+           "--port", str(stack.mlflow_port),
+           "--backend-store-uri", f"sqlite:///{(state / 'mlflow.db').resolve()}",
+           "--artifacts-destination", artifacts or str((state / "mlartifacts").resolve())],
+          {})  # fmt: skip
+    wait_healthy(f"{stack.prefect_api}/health", "prefect-server", stack)
+    wait_healthy(f"{stack.mlflow_uri}/health", "mlflow-server", stack)
+    pools = prefect(stack, "work-pool", "ls").stdout
+    if POOL not in pools:
+        prefect(stack, "work-pool", "create", POOL, "--type", "process")
+    start(stack, "prefect-worker",
+          [str(bin_dir / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
+          {**stack.env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})  # fmt: skip
+    if deploy:
+        prefect(stack, "--no-prompt", "deploy", *(f"--name={d}" for d in DEPLOYMENTS))
+    env_file = state / "env"
+    env_file.write_text("".join(f"export {k}={v}\n" for k, v in stack.env().items()))
+    (state / "stack.json").write_text(json.dumps(stack.env(), indent=2) + "\n")
+
+
+def down(stack: Stack, quiet: bool = False) -> list[str]:
+    """Stop every process `up` started (its whole process group); return their names."""
+    stopped = []
+    for pid_file in sorted((stack.state / "run").glob("*.pid")):
+        pid = int(pid_file.read_text())
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            stopped.append(pid_file.stem)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        pid_file.unlink()
+    if stopped and not quiet:
+        log.info("stopped %s", ", ".join(stopped))
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child of ours counts as gone
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True

@@ -1,0 +1,62 @@
+"""`avar stage eval`: every stage's model on the benchmark suite of the `eval` section,
+without and (when `eval.intervene` is set) with the training-free intervention.
+
+Writes `eval.out`: per model its flat metrics (what `dvc metrics show` and MLflow read) and
+per benchmark its numbers; the per-sample answers of each model go beside it, under
+`eval/<stage>.json`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from avar.config import Params
+from avar.eval.run import EvalRequest, evaluate
+from avar.io import write_json
+from avar.stages.vas import stage_models
+
+
+@dataclass
+class EvalResult:
+    out: str
+    models: dict[str, dict]
+
+    def line(self) -> str:
+        shown = ", ".join(
+            f"{stage} {k.split('/')[1]} {v:.3f}"
+            for stage, row in self.models.items()
+            for k, v in row["metrics"].items()
+            if k.count("/") == 2 and k.endswith("/accuracy")
+        )
+        return f"eval: {shown or 'no stage models'} -> {self.out}"
+
+
+def summary(report: dict) -> dict:
+    """A report without its per-sample rows."""
+    return {
+        "metrics": report["metrics"],
+        "benchmarks": {name: {k: v for k, v in result.items() if k != "samples"}
+                       for name, result in report["benchmarks"].items()},
+    }  # fmt: skip
+
+
+def run(params: Params) -> EvalResult:
+    cfg = params.eval
+    models = stage_models(params)
+    if not models:
+        raise FileNotFoundError("no stage model to evaluate: run the training stages first")
+    out = Path(cfg.out)
+    rows = {}
+    for stage, folder in models.items():
+        request = EvalRequest(folder, cfg.benches, cfg.data_dir, cfg.limit, "", cfg.vas)
+        report = evaluate(request, params)
+        write_json(out.parent / "eval" / f"{stage}.json", report)
+        rows[stage] = summary(report)
+        if cfg.intervene:
+            request.intervene = cfg.intervene
+            steered = evaluate(request, params)
+            write_json(out.parent / "eval" / f"{stage}-intervened.json", steered)
+            rows[stage]["intervened"] = summary(steered)
+    write_json(out, {"benches": cfg.benches, "intervention": cfg.intervene, "models": rows})
+    return EvalResult(str(out), rows)

@@ -1,0 +1,1 @@
+"""The one place avar talks to MLflow (runs, LoggedModels, the registry)."""

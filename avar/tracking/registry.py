@@ -1,0 +1,101 @@
+"""The MLflow model registry: register the final model as a new version of AVAR-Thinker and
+move the alias (`champion`) to it only when it beats the version holding it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from avar.config import Params
+from avar.tracking.runs import PARENT_ENV, client, dvc_hashes, experiment_id, git_sha
+
+log = logging.getLogger(__name__)
+SCORE_TAG = "avar.score"
+METRIC_TAG = "avar.metric"
+
+
+@dataclass
+class Registration:
+    model_name: str
+    version: str
+    metric: str
+    score: float
+    champion_version: str | None
+    champion_score: float | None
+    promoted: bool
+    model_id: str
+
+    def line(self) -> str:
+        against = ("no champion yet" if self.champion_version is None else
+                   f"champion v{self.champion_version} {self.champion_score:.3f}")  # fmt: skip
+        verdict = "alias moved" if self.promoted else "alias stays"
+        return (f"register: {self.model_name} v{self.version} {self.metric} {self.score:.3f} vs "
+                f"{against}: {verdict}")  # fmt: skip
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def champion(mlflow_client, name: str, alias: str):
+    """The model version holding `alias`, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def register(params: Params, model_dir: str | Path, score: float,
+             workspace: str | Path = ".") -> Registration:  # fmt: skip
+    """Upload `model_dir` as a LoggedModel, register it, move the alias if it wins."""
+    cfg = params.register
+    mlflow_client = client(params)
+    tags = {"avar.stage": cfg.stage, "avar.git_sha": git_sha(workspace),
+            **dvc_hashes(workspace)}  # fmt: skip
+    model = mlflow_client.create_logged_model(
+        experiment_id=experiment_id(mlflow_client, params.tracking.experiment),
+        name=cfg.model_name,
+        source_run_id=os.environ.get(PARENT_ENV) or None,
+        tags=tags,
+        model_type="avar-model",
+    )
+    mlflow_client.log_model_artifacts(model.model_id, str(model_dir))
+    mlflow_client.finalize_logged_model(model.model_id, "READY")
+    holder = champion(mlflow_client, cfg.model_name, cfg.alias)
+    holder_score = float(holder.tags[SCORE_TAG]) if holder and SCORE_TAG in holder.tags else None
+    import mlflow
+
+    version = mlflow.register_model(
+        f"models:/{model.model_id}", cfg.model_name,
+        tags={SCORE_TAG: repr(score), METRIC_TAG: cfg.metric, **tags},
+    )  # fmt: skip
+    promoted = holder is None or holder_score is None or score > holder_score
+    if promoted:
+        mlflow_client.set_registered_model_alias(cfg.model_name, cfg.alias, version.version)
+    return Registration(
+        cfg.model_name, str(version.version), cfg.metric, score,
+        holder.version if holder else None, holder_score, promoted, model.model_id,
+    )  # fmt: skip
+
+
+def download_alias(params: Params, alias: str | None = None) -> tuple[str, dict, Path]:
+    """(version, tags, local folder) of the version holding `alias` (default: register.alias).
+
+    The folder is a fresh temp directory; the caller removes it."""
+    import mlflow
+
+    cfg = params.register
+    alias = alias or cfg.alias
+    holder = champion(client(params), cfg.model_name, alias)
+    if holder is None:
+        raise FileNotFoundError(
+            f"{cfg.model_name} has no version with alias {alias!r}: run the pipeline "
+            "(its register stage) first"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="avar-champion-"))
+    mlflow.artifacts.download_artifacts(f"models:/{cfg.model_name}@{alias}", dst_path=str(folder))
+    return str(holder.version), dict(holder.tags), folder

@@ -1,0 +1,215 @@
+"""MLflow runs of a pipeline: a parent run per pipeline run, a child run per stage, and a
+LoggedModel per training checkpoint carrying that checkpoint's scores.
+
+Everything is read back from what the stages wrote (their metrics files and dvc.lock), so a
+stage DVC skipped is logged the same way as one that ran. Nothing here connects to a
+server until called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from avar.config import Params, flatten
+
+log = logging.getLogger(__name__)
+PARENT_ENV = "AVAR_PARENT_RUN_ID"
+"""Environment variable naming the pipeline run a stage belongs to."""
+TRAINING_STAGES = ("base", "coldstart_text", "sft_mm", "rl")
+
+
+def client(params: Params):
+    """An MlflowClient on the tracking URI (MLFLOW_TRACKING_URI wins over params)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri)
+    return mlflow.MlflowClient()
+
+
+def experiment_id(mlflow_client, name: str) -> str:
+    found = mlflow_client.get_experiment_by_name(name)
+    return found.experiment_id if found else mlflow_client.create_experiment(name)
+
+
+def git_sha(workspace: str | Path) -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def dvc_hashes(workspace: str | Path) -> dict[str, str]:
+    """`avar.dvc.<out>` -> md5 of every data and model output recorded in dvc.lock."""
+    import yaml
+
+    lock = Path(workspace) / "dvc.lock"
+    if not lock.is_file():
+        return {}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    tags = {
+        f"avar.dvc.{out['path']}": out["md5"]
+        for stage in stages.values()
+        for out in stage.get("outs", [])
+        if out["path"].startswith(("data/", "models/")) and "md5" in out
+    }
+    tags["avar.dvc.lock_sha256"] = hashlib.sha256(lock.read_bytes()).hexdigest()
+    return tags
+
+
+def start_pipeline(params: Params, workspace: str | Path, name: str | None = None) -> str:
+    """The parent run: params.yaml flattened into params, the git SHA as a tag."""
+    mlflow_client = client(params)
+    run = mlflow_client.create_run(
+        experiment_id(mlflow_client, params.tracking.experiment),
+        run_name=name or time.strftime("pipeline-%Y%m%d-%H%M%S"),
+        tags={"avar.kind": "pipeline", "avar.git_sha": git_sha(workspace)},
+    )
+    log_params(mlflow_client, run.info.run_id, flatten(params))
+    return run.info.run_id
+
+
+def finish_pipeline(params: Params, run_id: str, workspace: str | Path, ok: bool = True) -> None:
+    """Tag the DVC hashes the run ended with, attach the plots, close the run."""
+    mlflow_client = client(params)
+    for key, value in dvc_hashes(workspace).items():
+        mlflow_client.set_tag(run_id, key, value)
+    plots = Path(workspace) / Path(params.vas.out).parent / "plots"
+    for png in sorted(plots.glob("*.png")):
+        mlflow_client.log_artifact(run_id, str(png), "plots")
+    mlflow_client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def log_params(mlflow_client, run_id: str, flat: dict) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+    for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+        mlflow_client.log_batch(run_id, params=items[start : start + 100])
+
+
+def numbers(row: dict, skip: tuple[str, ...] = ("step",)) -> dict[str, float]:
+    """The finite numeric values of a flat row (MLflow metrics are floats)."""
+    return {
+        k: float(v)
+        for k, v in row.items()
+        if k not in skip
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+    }  # fmt: skip
+
+
+def log_stage(params: Params, stage: str, parent_id: str, workspace: str | Path,
+              cached: bool = False) -> str:  # fmt: skip
+    """A child run of `parent_id` with the stage's params, metrics and metrics file."""
+    from mlflow.entities import Metric
+
+    mlflow_client = client(params)
+    workspace = Path(workspace)
+    parent = mlflow_client.get_run(parent_id)
+    run = mlflow_client.create_run(
+        parent.info.experiment_id,
+        run_name=stage,
+        tags={"mlflow.parentRunId": parent_id, "avar.kind": "stage", "avar.stage": stage,
+              "avar.cached": str(cached).lower(), "avar.git_sha": parent.data.tags.get(
+                  "avar.git_sha", "unknown")},
+    )  # fmt: skip
+    run_id = run.info.run_id
+    section = getattr(params, stage, None)
+    if section is not None:
+        log_params(mlflow_client, run_id, flatten(section, stage))
+    path = workspace / stage_metrics_file(params, stage)
+    if path.is_file():
+        report = json.loads(path.read_text())
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step or 0) for step, row in stage_rows(stage, report)
+                   for k, v in numbers(row).items()]  # fmt: skip
+        for start in range(0, len(metrics), 1000):
+            mlflow_client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        mlflow_client.log_artifact(run_id, str(path), "metrics")
+        if stage in TRAINING_STAGES:
+            log_checkpoints(mlflow_client, run, stage, section, report)
+        if stage == "vas":
+            for png in sorted((path.parent / "plots").glob("*.png")):
+                mlflow_client.log_artifact(run_id, str(png), "plots")
+    mlflow_client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def stage_metrics_file(params: Params, stage: str) -> str:
+    """Where a stage writes its numbers."""
+    if stage in TRAINING_STAGES:
+        return getattr(params, stage).metrics
+    return {"curate": params.curate.report, "vas": params.vas.out, "eval": params.eval.out,
+            "register": params.register.out, "prepare": ""}.get(stage, "")  # fmt: skip
+
+
+def stage_rows(stage: str, report: dict) -> list[tuple[int | None, dict]]:
+    """(step, flat numbers) pairs of a stage's metrics file."""
+    if stage in TRAINING_STAGES:
+        rows = [(row["step"], row) for row in report.get("checkpoints", [])]
+        history = [(entry["step"], {f"train/{k}": v for k, v in entry.items() if k != "step"})
+                   for entry in report.get("history", []) if "step" in entry]  # fmt: skip
+        return rows + history
+    if stage == "curate":
+        flat = {f"curate/sets/{k}": v for k, v in report.get("sets", {}).items()}
+        flat.update({f"curate/dropped/{k}": v for k, v in report.get("dropped", {}).items()})
+        return [(None, {**flat, "curate/seconds": report.get("seconds")})]
+    if stage == "vas":
+        return [(None, {f"{name}/vas": row.get("vas") for name, row in report["stages"].items()})]
+    if stage == "eval":
+        return [(None, {f"{name}/{k}": v for k, v in row["metrics"].items()})
+                for name, row in report["models"].items()]  # fmt: skip
+    return [(None, flatten(report))]
+
+
+def log_checkpoints(mlflow_client, run, stage: str, section, report: dict) -> None:
+    """One LoggedModel per checkpoint row, its scores logged against it with the step."""
+    from mlflow.entities import Metric
+
+    rows = report.get("checkpoints", [])
+    for row in rows:
+        step = row["step"]
+        final = row is rows[-1]
+        model = mlflow_client.create_logged_model(
+            experiment_id=run.info.experiment_id,
+            name=f"{stage}-checkpoint-{step}",
+            source_run_id=run.info.run_id,
+            tags={"avar.stage": stage, "avar.step": str(step), "avar.final": str(final).lower(),
+                  "avar.path": section.out_dir if final
+                  else f"{section.checkpoint_dir}/checkpoint-{step}"},
+            model_type="avar-checkpoint",
+        )  # fmt: skip
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step, model_id=model.model_id, run_id=run.info.run_id)
+                   for k, v in numbers(row).items()]  # fmt: skip
+        mlflow_client.log_batch(run.info.run_id, metrics=metrics)
+        mlflow_client.finalize_logged_model(model.model_id, "READY")
+
+
+def log_evaluation(params: Params, result, workspace: str | Path) -> str:
+    """A run of its own for a re-evaluation: the scores of every model, the verdict as tags."""
+    mlflow_client = client(params)
+    run = mlflow_client.create_run(
+        experiment_id(mlflow_client, params.tracking.experiment),
+        run_name=time.strftime("reevaluate-%Y%m%d-%H%M%S"),
+        tags={"avar.kind": "reevaluation", "avar.champion_version": result.version,
+              "avar.regression": str(result.regressed).lower(),
+              "avar.regressions": "; ".join(result.regressions)[:5000],
+              "avar.git_sha": git_sha(workspace)},
+    )  # fmt: skip
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"{name}/{k}", v, now, 0)
+               for name, report in result.reports.items()
+               for k, v in numbers(report["metrics"]).items()]  # fmt: skip
+    mlflow_client.log_batch(run.info.run_id, metrics=metrics)
+    mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
