@@ -1,15 +1,25 @@
 # avar: `make run` (the embedded default end to end) and `make test`.
 # Each creates .venv when missing and installs what it needs, in one resolve.
+# `make run` starts Prefect, MLflow and a worker on 127.0.0.1 (logs in .avar/logs),
+# runs the deployment avar/full and prints the results; `make down` stops the servers.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench lint clean
+.PHONY: run down test bench lint clean
 
 run: $(STAMP)
-	$(BIN)/avar prepare
+	$(BIN)/avar services up
+	. .avar/env && $(BIN)/prefect deployment run avar/full --watch
+	$(BIN)/avar results
+	@echo "Prefect UI  http://127.0.0.1:4200   (the flow's logs: .avar/logs/prefect-worker.log)"
+	@echo "MLflow UI   http://127.0.0.1:5000   (runs of experiment avar, model AVAR-Thinker)"
+	@echo "In a shell: source .avar/env; make down stops the servers."
+
+down:
+	test ! -x $(BIN)/avar || $(BIN)/avar services down
 
 test: $(STAMP)
 	$(BIN)/pytest
@@ -31,4 +41,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) models data metrics .pytest_cache
+	rm -rf $(VENV) models data metrics checkpoints .avar mlruns.db mlartifacts .pytest_cache
