@@ -45,17 +45,23 @@ def stage_env(params: Params, parent_run_id: str | None) -> dict[str, str]:
 
 
 def run_stage(params: Params, stage: str, workspace: str | Path, parent_run_id: str | None = None,
-              force: bool = False) -> StageRun:  # fmt: skip
+              force: bool = False, echo=log.info) -> StageRun:  # fmt: skip
+    """`dvc repro` one stage where params say; `echo` gets each line of its output."""
     command = repro_command(stage, force)
     env = stage_env(params, parent_run_id)
     if params.orchestrate.backend == "docker":
-        output = run_in_container(params, command, Path(workspace), env)
+        output = run_in_container(params, command, Path(workspace), env, echo)
     else:
-        output = run_local(command, Path(workspace), env)
+        output = run_local(command, Path(workspace), env, echo)
     return StageRun(stage, f"Running stage '{stage}'" in output, output)
 
 
-def run_local(command: list[str], workspace: Path, env: dict[str, str]) -> str:
+def shown(line: str) -> str:
+    """A progress bar's last state, not every redraw (tqdm separates them with \\r)."""
+    return line.rstrip().rsplit("\r", 1)[-1]
+
+
+def run_local(command: list[str], workspace: Path, env: dict[str, str], echo=log.info) -> str:
     """Run `command` in `workspace`, echoing its output line by line; return the output."""
     scripts = str(Path(sys.executable).parent)
     full_env = {**os.environ, **env, "PATH": scripts + os.pathsep + os.environ.get("PATH", "")}
@@ -64,7 +70,7 @@ def run_local(command: list[str], workspace: Path, env: dict[str, str]) -> str:
     lines = []
     for line in process.stdout:
         lines.append(line)
-        log.info("%s", line.rstrip())
+        echo(shown(line))
     if process.wait() != 0:
         tail = "".join(lines[-30:])
         raise StageFailed(f"`{' '.join(command)}` in {workspace} exited {process.returncode}:\n"
@@ -93,8 +99,8 @@ def container_spec(params: Params, command: list[str], workspace: Path,
     }
 
 
-def run_in_container(params: Params, command: list[str], workspace: Path,
-                     env: dict[str, str]) -> str:  # fmt: skip
+def run_in_container(params: Params, command: list[str], workspace: Path, env: dict[str, str],
+                     echo=log.info) -> str:  # fmt: skip
     """Run `command` in a GPU container of `orchestrate.image`, streaming its log."""
     import docker
 
@@ -105,7 +111,7 @@ def run_in_container(params: Params, command: list[str], workspace: Path,
         for chunk in container.logs(stream=True, follow=True):
             line = chunk.decode(errors="replace")
             lines.append(line)
-            log.info("%s", line.rstrip())
+            echo(shown(line))
         status = container.wait()["StatusCode"]
     finally:
         container.remove(force=True)

@@ -102,12 +102,25 @@ def up(stack: Stack, artifacts: str | None = None, deploy: bool = True) -> None:
            "--port", str(stack.prefect_port)],
           {"PREFECT_HOME": str((state / "prefect").resolve()),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})  # fmt: skip
-    start(stack, "mlflow-server",
-          [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1",
-           "--port", str(stack.mlflow_port),
-           "--backend-store-uri", f"sqlite:///{(state / 'mlflow.db').resolve()}",
-           "--artifacts-destination", artifacts or str((state / "mlartifacts").resolve())],
-          {})  # fmt: skip
+    start(
+        stack,
+        "mlflow-server",
+        [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(stack.mlflow_port),
+            "--backend-store-uri",
+            f"sqlite:///{(state / 'mlflow.db').resolve()}",
+            "--artifacts-destination",
+            artifacts or str((state / "mlartifacts").resolve()),
+            "--workers",
+            "1",
+        ],
+        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )  # no GenAI judge jobs: 6 fewer processes
     wait_healthy(f"{stack.prefect_api}/health", "prefect-server", stack)
     wait_healthy(f"{stack.mlflow_uri}/health", "mlflow-server", stack)
     pools = prefect(stack, "work-pool", "ls").stdout

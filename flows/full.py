@@ -21,12 +21,12 @@ from avar.summary import pipeline_markdown
 from avar.tracking import runs
 
 
-@task(name="stage", task_run_name="{stage}")
+@task(name="stage", task_run_name="{stage}", log_prints=True)
 def stage_task(stage: str, workspace: str, params_file: str, parent_run_id: str,
                force: bool) -> bool:  # fmt: skip
     """One stage: reproduce it, then log it as a child run. Returns whether it ran."""
     params = load_params(Path(workspace) / params_file)
-    result = run_stage(params, stage, workspace, parent_run_id, force)
+    result = run_stage(params, stage, workspace, parent_run_id, force, echo=print)
     runs.log_stage(params, stage, parent_run_id, workspace, cached=not result.ran)
     get_run_logger().info("%s: %s", stage, "ran" if result.ran else "up to date (DVC cache)")
     return result.ran

@@ -114,6 +114,8 @@ def _scalar(hint: type, value: Any, key: str) -> Any:
         return float(value)
     if hint is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
         return float(value)  # YAML 1.1 reads `3e-3` (no dot) as a string
+    if hint is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # `gpus: 2`, `-S orchestrate.gpus=2`
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ConfigError(key, f"expected {hint.__name__}, got {value!r}")

@@ -78,7 +78,7 @@ def register(params: Params, model_dir: str | Path, score: float,
         mlflow_client.set_registered_model_alias(cfg.model_name, cfg.alias, version.version)
     return Registration(
         cfg.model_name, str(version.version), cfg.metric, score,
-        holder.version if holder else None, holder_score, promoted, model.model_id,
+        str(holder.version) if holder else None, holder_score, promoted, model.model_id,
     )  # fmt: skip
 
 

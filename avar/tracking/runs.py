@@ -151,12 +151,12 @@ def stage_metrics_file(params: Params, stage: str) -> str:
 
 
 def stage_rows(stage: str, report: dict) -> list[tuple[int | None, dict]]:
-    """(step, flat numbers) pairs of a stage's metrics file."""
+    """(step, flat numbers) pairs of a stage's metrics file, for the stage's run. A training
+    stage's checkpoint rows are not among them: `log_checkpoints` logs those to the run and
+    its LoggedModels at once."""
     if stage in TRAINING_STAGES:
-        rows = [(row["step"], row) for row in report.get("checkpoints", [])]
-        history = [(entry["step"], {f"train/{k}": v for k, v in entry.items() if k != "step"})
-                   for entry in report.get("history", []) if "step" in entry]  # fmt: skip
-        return rows + history
+        return [(entry["step"], {f"train/{k}": v for k, v in entry.items() if k != "step"})
+                for entry in report.get("history", []) if "step" in entry]  # fmt: skip
     if stage == "curate":
         flat = {f"curate/sets/{k}": v for k, v in report.get("sets", {}).items()}
         flat.update({f"curate/dropped/{k}": v for k, v in report.get("dropped", {}).items()})

@@ -1,0 +1,170 @@
+"""The whole tiny pipeline through the real servers, on loopback: a Prefect server and a
+process worker, an MLflow server whose artifacts go to S3 (a moto server), DVC with an S3
+remote on the same moto server. The deployment avar/full runs every stage; MLflow then
+holds the parent and stage runs, every checkpoint's scores and AVAR-Thinker@champion; a
+second `dvc repro` has nothing to do; the re-evaluation deployment logs a new run; the
+MLflow UI, opened in headless Chromium, shows the runs and the registered model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import mlflow
+import pytest
+from workspace import copy_project
+
+from avar.services import Stack, down, up
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+STAGE_RUNS = {"prepare", "base", "curate", "coldstart_text", "sft_mm", "rl", "vas", "eval",
+              "register"}  # fmt: skip
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+          "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on loopback with the two buckets; its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in [*S3_ENV, "MLFLOW_S3_ENDPOINT_URL"]}
+    os.environ.update({**S3_ENV, "MLFLOW_S3_ENDPOINT_URL": endpoint})
+    client = boto3.client("s3", endpoint_url=endpoint)
+    for bucket in ("avar-mlflow", "avar-dvc"):
+        client.create_bucket(Bucket=bucket)
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+
+
+@pytest.fixture(scope="module")
+def stack(s3, tmp_path_factory):
+    workspace = copy_project(tmp_path_factory.mktemp("workspace"))
+    stack = Stack(workspace, free_port(), free_port())
+    up(stack, artifacts="s3://avar-mlflow/artifacts")
+    yield stack
+    down(stack)
+
+
+def run_deployment(stack: Stack, name: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "prefect"), "deployment", "run", name, "--watch"], cwd=stack.root,
+        env={**os.environ, **stack.env()}, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack):
+    done = run_deployment(stack, "avar/full")
+    log = (stack.state / "logs" / "prefect-worker.log").read_text()
+    assert done.returncode == 0 and "Completed" in done.stdout, done.stdout + log[-5000:]
+    mlflow.set_tracking_uri(stack.mlflow_uri)
+    return mlflow.MlflowClient()
+
+
+def test_mlflow_holds_the_pipeline_stages_checkpoints_and_champion(pipeline, stack, s3):
+    experiment = pipeline.get_experiment_by_name("avar")
+    (parent,) = pipeline.search_runs([experiment.experiment_id], "tags.`avar.kind` = 'pipeline'")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["rl.group_size"] == "2"  # the workspace's params.yaml
+    assert parent.data.tags["avar.git_sha"] != "unknown"
+    assert parent.data.tags["avar.dvc.data/curated"].endswith(".dir")
+    children = pipeline.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    by_stage = {run.data.tags["avar.stage"]: run for run in children}
+    assert set(by_stage) == STAGE_RUNS
+    rl = by_stage["rl"].info.run_id
+    assert [m.step for m in pipeline.get_metric_history(rl, "heldout/accuracy")] == [1, 2]
+    plots = pipeline.list_artifacts(by_stage["vas"].info.run_id, "plots")
+    assert [a.path for a in plots] == ["plots/vas.png"]
+    models = {m.name for m in pipeline.search_logged_models([experiment.experiment_id])}
+    assert {"base-checkpoint-2", "base-checkpoint-3", "rl-checkpoint-1", "rl-checkpoint-2",
+            "AVAR-Thinker"} <= models  # fmt: skip
+    champion = pipeline.get_model_version_by_alias("AVAR-Thinker", "champion")
+    assert champion.version == "1" and champion.tags["avar.stage"] == "rl"
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3).list_objects_v2(
+        Bucket="avar-mlflow").get("Contents", [])]  # fmt: skip
+    assert any(k.endswith("model.safetensors") for k in keys), keys  # the model went to S3
+
+
+def test_second_dvc_repro_has_nothing_to_do(pipeline, stack):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([str(BIN / "dvc"), "repro"], cwd=stack.root, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Running stage" not in done.stdout
+    assert "Data and pipelines are up to date." in done.stdout
+
+
+def test_reevaluation_deployment_logs_a_new_run(pipeline, stack):
+    done = run_deployment(stack, "avar-reevaluate/champion")
+    assert done.returncode == 0, done.stdout
+    experiment = pipeline.get_experiment_by_name("avar")
+    (run,) = pipeline.search_runs([experiment.experiment_id],
+                                  "tags.`avar.kind` = 'reevaluation'")  # fmt: skip
+    assert run.data.tags["avar.champion_version"] == "1"
+    assert run.data.tags["avar.regression"] in ("true", "false")
+    assert {"champion/eval/synthetic/accuracy", "base/eval/synthetic/accuracy"} <= set(
+        run.data.metrics
+    )
+
+
+def test_dvc_push_and_pull_through_s3(pipeline, stack, s3):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+    def dvc(*args: str) -> str:
+        done = subprocess.run([str(BIN / "dvc"), *args], cwd=stack.root, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    dvc("remote", "add", "--local", "-f", "-d", "moto", "s3://avar-dvc/cache")
+    dvc("remote", "modify", "--local", "moto", "endpointurl", s3)
+    dvc("push")
+    weights = stack.root / "models/rl/model.safetensors"
+    before = weights.read_bytes()
+    shutil.rmtree(stack.root / ".dvc/cache")
+    shutil.rmtree(stack.root / "models/rl")
+    dvc("pull", "rl")
+    assert weights.read_bytes() == before
+
+
+def test_mlflow_ui_shows_runs_and_registered_model(pipeline, stack, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on this machine (.ci/run installs Debian's)")
+    experiment = pipeline.get_experiment_by_name("avar")
+
+    def page(fragment: str) -> str:
+        done = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=20000", "--dump-dom", f"{stack.mlflow_uri}/#{fragment}"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        return done.stdout
+
+    runs_page = page(f"/experiments/{experiment.experiment_id}/runs")
+    assert "pipeline-" in runs_page
+    models_page = page("/models/AVAR-Thinker")
+    assert "AVAR-Thinker" in models_page and "champion" in models_page

@@ -1,0 +1,92 @@
+"""MLflow tracking on a real local store (SQLite + file artifacts): stage runs nest under the
+pipeline run with every checkpoint's numbers at its step, a LoggedModel per checkpoint, and
+the registry moves `champion` only to a version that beats it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from avar.config import load_params
+from avar.eval.reevaluate import regressions
+from avar.tracking import registry, runs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def params(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return load_params(ROOT / "params.yaml", [f"tracking.uri=sqlite:///{tmp_path}/mlruns.db"])
+
+
+def model_dir(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"name": name}))
+    return folder
+
+
+def test_champion_moves_only_on_a_win(params, tmp_path):
+    first = registry.register(params, model_dir(tmp_path, "a"), 0.30, tmp_path)
+    worse = registry.register(params, model_dir(tmp_path, "b"), 0.25, tmp_path)
+    tie = registry.register(params, model_dir(tmp_path, "c"), 0.30, tmp_path)
+    better = registry.register(params, model_dir(tmp_path, "d"), 0.40, tmp_path)
+    assert [r.version for r in (first, worse, tie, better)] == ["1", "2", "3", "4"]
+    assert [r.promoted for r in (first, worse, tie, better)] == [True, False, False, True]
+    assert worse.champion_version == "1" and worse.champion_score == 0.30
+    version, tags, folder = registry.download_alias(params)
+    assert version == "4" and float(tags[registry.SCORE_TAG]) == 0.40
+    assert json.loads((folder / "config.json").read_text()) == {"name": "d"}
+
+
+def test_stage_run_nests_under_the_pipeline_with_checkpoint_models(params, tmp_path):
+    rows = [
+        {"step": 2, "heldout/accuracy": 0.25, "heldout/vas": 3.0, "train/loss": 1.5},
+        {"step": 4, "heldout/accuracy": 0.5, "heldout/vas": None, "train/loss": 1.0},
+    ]
+    history = [{"step": 1, "loss": 2.0}, {"step": 3, "loss": 1.2}]
+    metrics = tmp_path / params.sft_mm.metrics
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"stage": "sft_mm", "checkpoints": rows, "history": history}))
+    parent = runs.start_pipeline(params, tmp_path)
+    child = runs.log_stage(params, "sft_mm", parent, tmp_path, cached=True)
+    client = mlflow.MlflowClient()
+    run = client.get_run(child)
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["avar.cached"] == "true"
+    assert run.data.params["sft_mm.alpha"] == str(params.sft_mm.alpha)
+    accuracy = client.get_metric_history(child, "heldout/accuracy")
+    assert [(m.step, m.value) for m in accuracy] == [(2, 0.25), (4, 0.5)]
+    assert [m.step for m in client.get_metric_history(child, "heldout/vas")] == [2]  # None: none
+    loss = sorted((m.step, m.value) for m in client.get_metric_history(child, "train/loss"))
+    assert loss == [(1, 2.0), (2, 1.5), (3, 1.2), (4, 1.0)]  # history and checkpoint rows
+    models = client.search_logged_models([run.info.experiment_id])
+    by_name = {m.name: m for m in models}
+    assert set(by_name) == {"sft_mm-checkpoint-2", "sft_mm-checkpoint-4"}
+    final = by_name["sft_mm-checkpoint-4"]
+    assert final.tags["avar.final"] == "true" and final.tags["avar.path"] == "models/sft_mm"
+    assert {m.key: m.value for m in final.metrics} == {"heldout/accuracy": 0.5, "train/loss": 1.0}
+    assert client.get_run(parent).data.params["rl.lambda_visual"] == str(params.rl.lambda_visual)
+
+
+def test_dvc_hashes_come_from_dvc_lock(tmp_path):
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  curate:\n    cmd: avar stage curate\n    outs:\n"
+        "    - path: data/curated\n      md5: abc.dir\n    - path: metrics/x.json\n      md5: d\n"
+    )
+    tags = runs.dvc_hashes(tmp_path)
+    assert tags["avar.dvc.data/curated"] == "abc.dir"
+    assert "avar.dvc.metrics/x.json" not in tags and len(tags["avar.dvc.lock_sha256"]) == 64
+
+
+def test_regressions_by_hand():
+    assert regressions(0.50, 0.50, 0.20, 0.02) == []
+    assert regressions(0.49, 0.50, 0.20, 0.02) == []  # within tolerance
+    assert len(regressions(0.47, 0.50, 0.20, 0.02)) == 1  # 0.03 below registration
+    assert len(regressions(0.47, 0.50, 0.48, 0.02)) == 2  # and below base
+    assert regressions(None, 0.5, None, 0.02) == ["the champion has no score on this suite"]
