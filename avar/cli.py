@@ -311,12 +311,15 @@ def services_up(
     artifacts: Annotated[
         str | None, typer.Option(help="MLflow artifact store, e.g. s3://bucket/mlflow.")
     ] = None,
+    backend_store: Annotated[
+        str | None, typer.Option(help="MLflow backend store, e.g. postgresql+psycopg://...")
+    ] = None,
 ) -> None:
     """Start a Prefect server, an MLflow server and a worker here; deploy the flows."""
     from avar.services import Stack, up
 
     stack = Stack(Path("."), prefect_port, mlflow_port)
-    up(stack, artifacts)
+    up(stack, artifacts, backend=backend_store)
     console.print(f"Prefect UI  http://127.0.0.1:{prefect_port}\n"
                   f"MLflow UI   {stack.mlflow_uri}\nlogs        {stack.state / 'logs'}\n"
                   f"shell       source {stack.state / 'env'}")  # fmt: skip

@@ -93,7 +93,22 @@ def prefect(stack: Stack, *args: str) -> subprocess.CompletedProcess:
     return done
 
 
-def up(stack: Stack, artifacts: str | None = None, deploy: bool = True) -> None:
+def start_mlflow(stack: Stack, artifacts: str | None = None, backend: str | None = None) -> None:
+    """The MLflow server: runs in `backend` (default SQLite under .avar), artifacts proxied to
+    `artifacts` (default .avar/mlartifacts; an s3:// URI for S3 or an S3-compatible store).
+    GenAI judge jobs are off: six fewer processes on a small machine."""
+    state = stack.state
+    start(stack, "mlflow-server",
+          [str(scripts_dir() / "mlflow"), "server", "--host", "127.0.0.1",
+           "--port", str(stack.mlflow_port),
+           "--backend-store-uri", backend or f"sqlite:///{(state / 'mlflow.db').resolve()}",
+           "--artifacts-destination", artifacts or str((state / "mlartifacts").resolve()),
+           "--workers", "1"],
+          {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # fmt: skip
+
+
+def up(stack: Stack, artifacts: str | None = None, deploy: bool = True,
+       backend: str | None = None) -> None:  # fmt: skip
     """Start both servers and a worker, then deploy avar/full and avar-reevaluate/champion."""
     bin_dir, state = scripts_dir(), stack.state
     down(stack, quiet=True)
@@ -102,25 +117,7 @@ def up(stack: Stack, artifacts: str | None = None, deploy: bool = True) -> None:
            "--port", str(stack.prefect_port)],
           {"PREFECT_HOME": str((state / "prefect").resolve()),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})  # fmt: skip
-    start(
-        stack,
-        "mlflow-server",
-        [
-            str(bin_dir / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(stack.mlflow_port),
-            "--backend-store-uri",
-            f"sqlite:///{(state / 'mlflow.db').resolve()}",
-            "--artifacts-destination",
-            artifacts or str((state / "mlartifacts").resolve()),
-            "--workers",
-            "1",
-        ],
-        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )  # no GenAI judge jobs: 6 fewer processes
+    start_mlflow(stack, artifacts, backend)
     wait_healthy(f"{stack.prefect_api}/health", "prefect-server", stack)
     wait_healthy(f"{stack.mlflow_uri}/health", "mlflow-server", stack)
     pools = prefect(stack, "work-pool", "ls").stdout

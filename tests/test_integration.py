@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import boto3
@@ -168,3 +169,58 @@ def test_mlflow_ui_shows_runs_and_registered_model(pipeline, stack, tmp_path):
     assert "pipeline-" in runs_page
     models_page = page("/models/AVAR-Thinker")
     assert "AVAR-Thinker" in models_page and "champion" in models_page
+
+
+def postgres_bin() -> Path | None:
+    """Debian's PostgreSQL server binaries, when installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server on loopback (as user postgres when run by root); its URI."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (Debian package postgresql)")
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data = Path(tempfile.mkdtemp(prefix="avar-pg-"))  # pytest's tmp is private to root
+    if as_user:
+        shutil.chown(data, "postgres")
+    port = free_port()
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "avar",
+                    "--auth=trust"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(data / "log"),
+                    "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "-w", "start"],
+                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([str(bin_dir.parent / "bin" / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+                    "-U", "avar", "mlflow"], check=True)  # fmt: skip
+    yield f"postgresql+psycopg://avar@127.0.0.1:{port}/mlflow"
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                   capture_output=True)  # fmt: skip
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def test_mlflow_on_postgres_with_s3_artifacts(postgres, s3, tmp_path, monkeypatch):
+    from avar.config import load_params
+    from avar.services import start_mlflow, wait_healthy
+    from avar.tracking import registry
+
+    stack = Stack(tmp_path, mlflow_port=free_port())
+    start_mlflow(stack, "s3://avar-mlflow/postgres", postgres)
+    try:
+        wait_healthy(f"{stack.mlflow_uri}/health", "mlflow-server", stack)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_uri)
+        params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+        model = tmp_path / "model"
+        model.mkdir()
+        (model / "config.json").write_text("{}")
+        first = registry.register(params, model, 0.5, tmp_path)
+        second = registry.register(params, model, 0.4, tmp_path)
+        assert (first.promoted, second.promoted) == (True, False)
+        assert registry.download_alias(params)[0] == first.version
+    finally:
+        down(stack)
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3).list_objects_v2(
+        Bucket="avar-mlflow", Prefix="postgres/").get("Contents", [])]  # fmt: skip
+    assert sum(k.endswith("config.json") for k in keys) == 2
