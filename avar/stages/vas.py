@@ -20,7 +20,7 @@ from pathlib import Path
 from avar.attention.measure import VasSettings, load_records, measure_vas
 from avar.config import Params
 from avar.io import write_json
-from avar.tracking.runs import TRAINING_STAGES
+from avar.stages import TRAINING_STAGES
 
 log = logging.getLogger(__name__)
 

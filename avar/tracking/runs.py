@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from avar.config import Params, flatten
+from avar.stages import TRAINING_STAGES
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "AVAR_PARENT_RUN_ID"
 """Environment variable naming the pipeline run a stage belongs to."""
-TRAINING_STAGES = ("base", "coldstart_text", "sft_mm", "rl")
 
 
 def client(params: Params):
