@@ -54,6 +54,7 @@ def avar(workspace: str = ".", params_file: str = "params.yaml", stages: list[st
         ok = True
     finally:
         runs.finish_pipeline(params, parent, workspace, ok)
-    create_markdown_artifact(pipeline_markdown(params), key="avar-results",
-                             description="VAS and accuracy per checkpoint")  # fmt: skip
+    if Path(params.vas.out).is_file():  # a run of early stages only has no results yet
+        create_markdown_artifact(pipeline_markdown(params), key="avar-results",
+                                 description="VAS and accuracy per checkpoint")  # fmt: skip
     return {"mlflow_run_id": parent, "ran": ran}
