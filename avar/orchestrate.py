@@ -39,6 +39,8 @@ def stage_env(params: Params, parent_run_id: str | None) -> dict[str, str]:
     """What a stage needs to see: the pass-through variables, the pipeline run, and this
     interpreter's scripts folder first on PATH (so `dvc` and `avar` are the project's)."""
     env = {k: os.environ[k] for k in params.orchestrate.env if k in os.environ}
+    # Progress bars redraw ~10 times a second; in a flow's log one line per 10 s is plenty.
+    env["TQDM_MININTERVAL"] = os.environ.get("TQDM_MININTERVAL", "10")
     if parent_run_id:
         env[PARENT_ENV] = parent_run_id
     return env
@@ -70,7 +72,8 @@ def run_local(command: list[str], workspace: Path, env: dict[str, str], echo=log
     lines = []
     for line in process.stdout:
         lines.append(line)
-        echo(shown(line))
+        if line.strip():
+            echo(shown(line))
     if process.wait() != 0:
         tail = "".join(lines[-30:])
         raise StageFailed(f"`{' '.join(command)}` in {workspace} exited {process.returncode}:\n"
@@ -111,7 +114,8 @@ def run_in_container(params: Params, command: list[str], workspace: Path, env: d
         for chunk in container.logs(stream=True, follow=True):
             line = chunk.decode(errors="replace")
             lines.append(line)
-            echo(shown(line))
+            if line.strip():
+                echo(shown(line))
         status = container.wait()["StatusCode"]
     finally:
         container.remove(force=True)

@@ -29,8 +29,10 @@ def test_stage_env_passes_only_what_is_set(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("UNRELATED", "x")
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
     env = stage_env(load_params(ROOT / "params.yaml"), "run123")
-    assert env == {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "AVAR_PARENT_RUN_ID": "run123"}
+    assert env == {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "AVAR_PARENT_RUN_ID": "run123",
+                   "TQDM_MININTERVAL": "10"}  # fmt: skip
 
 
 def test_gpu_container_spec(tmp_path):
