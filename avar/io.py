@@ -66,3 +66,12 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, data: object) -> Path:
     """Atomically write `data` as indented JSON."""
     return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def save_figure(figure, path: str | Path, dpi: int = 110) -> Path:
+    """Atomically write a matplotlib figure as PNG."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -9,7 +9,6 @@ The Prefect server keeps its database under `.avar/prefect`; MLflow keeps runs i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -107,8 +106,7 @@ def start_mlflow(stack: Stack, artifacts: str | None = None, backend: str | None
           {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # fmt: skip
 
 
-def up(stack: Stack, artifacts: str | None = None, deploy: bool = True,
-       backend: str | None = None) -> None:  # fmt: skip
+def up(stack: Stack, artifacts: str | None = None, backend: str | None = None) -> None:
     """Start both servers and a worker, then deploy avar/full and avar-reevaluate/champion."""
     bin_dir, state = scripts_dir(), stack.state
     down(stack, quiet=True)
@@ -126,11 +124,8 @@ def up(stack: Stack, artifacts: str | None = None, deploy: bool = True,
     start(stack, "prefect-worker",
           [str(bin_dir / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
           {**stack.env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})  # fmt: skip
-    if deploy:
-        prefect(stack, "--no-prompt", "deploy", *(f"--name={d}" for d in DEPLOYMENTS))
-    env_file = state / "env"
-    env_file.write_text("".join(f"export {k}={v}\n" for k, v in stack.env().items()))
-    (state / "stack.json").write_text(json.dumps(stack.env(), indent=2) + "\n")
+    prefect(stack, "--no-prompt", "deploy", *(f"--name={d}" for d in DEPLOYMENTS))
+    (state / "env").write_text("".join(f"export {k}={v}\n" for k, v in stack.env().items()))
 
 
 def down(stack: Stack, quiet: bool = False) -> list[str]:

@@ -20,7 +20,7 @@ from avar.attention.probe import mass_probe
 from avar.attention.steering import steer
 from avar.attention.vas import head_mean_masses, vas_per_layer
 from avar.generate import model_inputs
-from avar.io import atomic_write_bytes
+from avar.io import save_figure
 from avar.segments import Segment, conversation_images, encode_batch
 
 
@@ -70,7 +70,6 @@ def attention_map(
 
 def draw(amap: AttentionMap, out: str | Path) -> Path:
     """Write the two-panel PNG (atomically)."""
-    from io import BytesIO
 
     from matplotlib.figure import Figure
 
@@ -99,6 +98,4 @@ def draw(amap: AttentionMap, out: str | Path) -> Path:
     right.legend(handles=handles, loc="upper left", fontsize="small")
     right.set_title(f"VAS per layer (mean {np.nanmean(amap.vas_per_layer):.3f})")
     figure.suptitle(amap.title)
-    buffer = BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    return atomic_write_bytes(out, buffer.getvalue())
+    return save_figure(figure, out)

@@ -10,7 +10,6 @@ stages.json) and the same two plots as PNG for MLflow and the README.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -59,9 +58,13 @@ def checkpoint_rows(params: Params) -> list[dict]:
                 "system_mass": row.get("heldout/system_mass"),
             })  # fmt: skip
     for row in rows:
-        vas = row["vas"]
-        row["log10_vas"] = math.log10(vas) if vas and vas > 0 else None
+        row["log10_vas"] = log10(row["vas"])
     return rows
+
+
+def log10(vas: float | None) -> float | None:
+    """VAS spans 1 to 1e9+ across stages: plots read it on a log scale (None: no value)."""
+    return math.log10(vas) if vas and vas > 0 else None
 
 
 def measure_stages(params: Params) -> dict[str, dict]:
@@ -94,7 +97,7 @@ def draw_plots(stages: dict[str, dict], checkpoints: list[dict], folder: Path) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from avar.io import atomic_write_bytes
+    from avar.io import save_figure
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for stage in TRAINING_STAGES:
@@ -106,14 +109,12 @@ def draw_plots(stages: dict[str, dict], checkpoints: list[dict], folder: Path) -
     left.set(xlabel="log10 VAS (held-out answers)", ylabel="held-out accuracy",
              title="Checkpoints: VAS vs accuracy")  # fmt: skip
     left.legend(fontsize=8)
-    names = [s for s in stages if stages[s]["vas"]]
-    right.bar(names, [math.log10(stages[s]["vas"]) for s in names], color="tab:purple")
+    names = [s for s in stages if log10(stages[s]["vas"]) is not None]
+    right.bar(names, [log10(stages[s]["vas"]) for s in names], color="tab:purple")
     right.set(ylabel="log10 VAS (reference answers)", title="VAS per stage")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    save_figure(figure, folder / "vas.png")
     plt.close(figure)
-    atomic_write_bytes(folder / "vas.png", buffer.getvalue())
 
 
 def run(params: Params) -> VasResult:
@@ -122,8 +123,7 @@ def run(params: Params) -> VasResult:
     out = Path(params.vas.out)
     plots = out.parent / "plots"
     write_json(plots / "checkpoints.json", checkpoints)
-    write_json(plots / "stages.json", [{"stage": s, "vas": v["vas"],
-                                        "log10_vas": math.log10(v["vas"]) if v["vas"] else None}
+    write_json(plots / "stages.json", [{"stage": s, "vas": v["vas"], "log10_vas": log10(v["vas"])}
                                        for s, v in stages.items()])  # fmt: skip
     draw_plots(stages, checkpoints, plots)
     write_json(out, {"stages": stages, "checkpoints": checkpoints})

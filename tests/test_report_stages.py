@@ -1,0 +1,56 @@
+"""The vas and register stages' bookkeeping, on hand-written metrics files: checkpoint rows
+gathered in pipeline order with log10 VAS, the plot files, and the register stage's score
+lookup with its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from avar.config import load_params
+from avar.stages import register, vas
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def params(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return load_params(ROOT / "params.yaml")
+
+
+def write(path: str, data) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data))
+
+
+def test_checkpoint_rows_in_pipeline_order_with_log10_vas(params):
+    write(params.rl.metrics, {"checkpoints": [{"step": 10, "heldout/vas": 1000.0,
+                                                "heldout/accuracy": 0.5}]})  # fmt: skip
+    write(params.base.metrics, {"checkpoints": [{"step": 500, "heldout/vas": None,
+                                                  "heldout/accuracy": 0.25}]})  # fmt: skip
+    rows = vas.checkpoint_rows(params)  # sft_mm and coldstart_text have no file: skipped
+    assert [(r["stage"], r["step"]) for r in rows] == [("base", 500), ("rl", 10)]
+    assert rows[0]["log10_vas"] is None and rows[1]["log10_vas"] == pytest.approx(3.0)
+    assert rows[1]["accuracy"] == 0.5 and rows[1]["image_mass"] is None
+
+
+def test_plots_are_written(params, tmp_path):
+    rows = [{"stage": "rl", "step": 1, "log10_vas": 2.0, "accuracy": 0.5}]
+    vas.draw_plots({"base": {"vas": 10.0}, "rl": {"vas": 0.0}}, rows, tmp_path)
+    assert (tmp_path / "vas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_register_reads_the_stage_metric(params):
+    with pytest.raises(FileNotFoundError, match="avar stage eval"):
+        register.candidate_score(params)
+    write(params.eval.out, {"models": {"sft_mm": {"metrics": {"eval/synthetic/accuracy": 0.2}}}})
+    with pytest.raises(ValueError, match="no scores of stage 'rl'"):
+        register.candidate_score(params)
+    write(params.eval.out, {"models": {"rl": {"metrics": {"eval/mmstar/accuracy": 0.4}}}})
+    with pytest.raises(ValueError, match="eval/synthetic/accuracy"):
+        register.candidate_score(params)
+    write(params.eval.out, {"models": {"rl": {"metrics": {"eval/synthetic/accuracy": 0.375}}}})
+    assert register.candidate_score(params) == 0.375
