@@ -1,66 +1,22 @@
 """Every training stage, a few steps on the tiny model: weights change, checkpoints and
-metrics exist and parse, a SIGKILLed stage resumes to the same step count, ZeRO-2 runs,
-ZeRO-3 runs on two ranks."""
+metrics exist and parse, a finished stage re-runs as a no-op, ZeRO-2 runs, ZeRO-3 runs on
+two ranks. Killing and resuming: test_resume.py."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
+from stage_runs import ROOT, avar_stage, changed, small_overrides, weights
 
 from avar.config import load_params
 from avar.data import synthesize
 from avar.models.tiny import init_tiny
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def small_overrides(tmp: Path) -> list[str]:
-    """Params for a project in `tmp`: every stage a few steps, scoring on 4 questions."""
-    sets = [
-        f"model.init_dir={tmp}/models/init",
-        "checkpoint_eval.limit=4",
-        "checkpoint_eval.max_new_tokens=12",
-        f"checkpoint_eval.data={tmp}/data/raw/heldout/data.jsonl",
-        "base.max_steps=3",
-        "base.batch_size=4",
-        "base.save_steps=2",
-        "base.heldout=10",
-        "coldstart_text.max_steps=3",
-        "coldstart_text.batch_size=4",
-        "coldstart_text.save_steps=2",
-        "sft_mm.max_steps=3",
-        "sft_mm.batch_size=4",
-        "sft_mm.save_steps=2",
-        "rl.max_steps=2",
-        "rl.batch_size=2",
-        "rl.group_size=2",
-        "rl.save_steps=1",
-        "rl.max_completion_tokens=12",
-        "rl.learning_rate=1.0e-3",
-    ]
-    for stage in ("base", "coldstart_text", "sft_mm", "rl"):
-        sets += [
-            f"{stage}.out_dir={tmp}/models/{stage}",
-            f"{stage}.checkpoint_dir={tmp}/checkpoints/{stage}",
-            f"{stage}.metrics={tmp}/metrics/{stage}.json",
-        ]
-    sets += [
-        f"coldstart_text.data={tmp}/data/raw/text/data.jsonl",
-        f"sft_mm.data={tmp}/data/raw/visual/data.jsonl",
-        f"rl.data={tmp}/data/raw/visual/data.jsonl",
-    ]
-    return sets
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +27,6 @@ def project(tmp_path_factory):
     synthesize("visual", 6, 2, tmp / "data/raw/heldout", prefix="heldout")
     init_tiny(tmp / "models/base", "tiny", seed=0)  # until the chain test pretrains one
     return tmp
-
-
-def weights(model_dir: Path) -> dict:
-    return load_file(str(model_dir / "model.safetensors"))
-
-
-def changed(before: dict, after: dict) -> float:
-    """Fraction of weight tensors that differ."""
-    return sum(not before[k].equal(after[k]) for k in before) / len(before)
 
 
 def check_outputs(tmp: Path, stage: str, steps: int, save_steps: int) -> dict:
@@ -169,49 +116,6 @@ def test_new_data_under_the_same_path_starts_over(project, caplog):
     caplog.clear()
     coldstart_text.run(params)
     assert "starting over" in caplog.text and "other params, data or weights" in caplog.text
-
-
-def avar_stage(tmp: Path, stage: str, extra: list[str], env=None, launcher=()) -> subprocess.Popen:
-    args = [sys.executable, *launcher, "-m", "avar.cli", "stage", stage,
-            "--params", str(ROOT / "params.yaml")]  # fmt: skip
-    for override in small_overrides(tmp) + extra:
-        args += ["-S", override]
-    return subprocess.Popen(
-        args,
-        cwd=tmp,
-        env=env or os.environ.copy(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def test_sigkill_then_resume_finishes_with_the_same_step_count(project):
-    run = [
-        "coldstart_text.max_steps=40",
-        "coldstart_text.save_steps=5",
-        "coldstart_text.batch_size=2",
-        "checkpoint_eval.limit=2",
-    ]
-    shutil.rmtree(project / "checkpoints/coldstart_text", ignore_errors=True)
-    process = avar_stage(project, "coldstart_text", run)
-    checkpoint = project / "checkpoints/coldstart_text/checkpoint-10"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the stage ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = max(int(p.name.split("-")[1]) for p in checkpoint.parent.glob("checkpoint-*"))
-    assert 10 <= killed_at < 40
-    output, _ = avar_stage(project, "coldstart_text", run).communicate(timeout=300)
-    assert "resuming from" in output and f"checkpoint-{killed_at}" in output, output[-2000:]
-    metrics = json.loads((project / "metrics/coldstart_text.json").read_text())
-    assert metrics.get("steps") == 40, output[-3000:]
-    steps = [row["step"] for row in metrics["checkpoints"]]
-    assert steps == list(range(5, 41, 5))  # each checkpoint scored once, none lost
-    state = json.loads((checkpoint.parent / "checkpoint-40/trainer_state.json").read_text())
-    assert state["global_step"] == 40
 
 
 def test_sft_under_deepspeed_zero2_on_cpu(project):

@@ -15,6 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from avar.models.processor import ImageTextProcessor
+from avar.models.weights import WeightMismatch, mismatch_message
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,25 @@ def load_model(
     dtype: str = "auto",
     attn_implementation: str = "sdpa",
 ):
-    """The model in eval mode on `device`, with the requested attention implementation."""
+    """The model in eval mode on `device`, with the requested attention implementation.
+
+    Every weight of the checkpoint must fill a weight of the model and every weight of the
+    model must come from the checkpoint: anything else raises WeightMismatch with the names.
+    """
     model_family(name_or_path)
     target = resolve_device(device)
-    model = AutoModelForImageTextToText.from_pretrained(
+    model, info = AutoModelForImageTextToText.from_pretrained(
         name_or_path,
         dtype=resolve_dtype(dtype, target),
         attn_implementation=attn_implementation,
+        output_loading_info=True,
     )
+    missing, unexpected = info["missing_keys"], info["unexpected_keys"]
+    if missing or unexpected:
+        raise WeightMismatch(mismatch_message(name_or_path, sorted(missing), sorted(unexpected)))
+    if info["mismatched_keys"]:
+        shapes = ", ".join(f"{key} {list(a)} vs {list(b)}" for key, a, b in info["mismatched_keys"])
+        raise WeightMismatch(f"{name_or_path}: weights of the wrong shape: {shapes}")
     return model.to(target).eval()
 
 

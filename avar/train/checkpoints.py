@@ -12,12 +12,15 @@ import logging
 import shutil
 from pathlib import Path
 
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import get_last_checkpoint
 
-from avar.io import replace_dir, write_json
+from avar.io import atomic_dir, replace_dir, write_json
+from avar.models.weights import check_saved, load_saved_weights, weight_files
 
 log = logging.getLogger(__name__)
 STAGE_FILE = "avar_stage.json"
+TRAINER_STATE = "trainer_state.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json")
 
@@ -48,7 +51,7 @@ def resume_point(checkpoint_dir: str | Path, fingerprint: dict, resume: str) -> 
 
 def is_complete(checkpoint: Path) -> bool:
     """A crash while saving leaves a folder without its state or weights."""
-    return (checkpoint / "trainer_state.json").is_file() and any(
+    return (checkpoint / TRAINER_STATE).is_file() and any(
         p.name.endswith(WEIGHT_SUFFIXES) for p in checkpoint.iterdir()
     )
 
@@ -75,6 +78,24 @@ def processor_files(model_dir: str | Path) -> list[Path]:
     ]  # fmt: skip
 
 
+class ExactResume:
+    """Trainer mixin: resuming loads every weight of the checkpoint into the model, renamed
+    as `from_pretrained` renames it, or stops with the names that did not pair up.
+
+    HF Trainer's own loader matches the checkpoint's names against the model's in-memory
+    names with `strict=False`: with transformers 5's renamings nothing matches, nothing
+    loads, and training silently continues from the starting weights. DeepSpeed resumes
+    from its own module states (in-memory names, loaded strictly), so it keeps its path.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        count = load_saved_weights(model or self.model, resume_from_checkpoint)
+        log.info("loaded all %d weight tensors of %s", count, resume_from_checkpoint)
+
+
 def publish_model(trainer, source_dir: str | Path, out_dir: str | Path) -> Path:
     """Save the trained model with the source checkpoint's processor files into `out_dir`.
 
@@ -90,6 +111,26 @@ def publish_model(trainer, source_dir: str | Path, out_dir: str | Path) -> Path:
         for path in processor_files(source_dir):
             shutil.copy2(path, staging / path.name)
         (staging / "training_args.bin").unlink(missing_ok=True)
+        if not is_deepspeed_zero3_enabled():  # under ZeRO-3 the live weights are partitioned
+            check_saved(trainer.model, staging)
         replace_dir(staging, out_dir)
     trainer.accelerator.wait_for_everyone()
     return out_dir
+
+
+def publish_checkpoint(trainer, checkpoint: str | Path, source_dir: str | Path, out_dir) -> Path:
+    """Publish a saved checkpoint's weights and configs as they are, with the source
+    checkpoint's processor files (a re-run of a finished stage: nothing to gather)."""
+    if trainer.is_world_process_zero():
+        with atomic_dir(out_dir) as staging:
+            for path in weight_files(checkpoint):
+                shutil.copy2(path, staging / path.name)
+            for name in MODEL_FILES:
+                if (Path(checkpoint) / name).is_file():
+                    shutil.copy2(Path(checkpoint) / name, staging / name)
+            for path in processor_files(source_dir):
+                shutil.copy2(path, staging / path.name)
+            if not is_deepspeed_zero3_enabled():
+                check_saved(trainer.model, staging)
+    trainer.accelerator.wait_for_everyone()
+    return Path(out_dir)

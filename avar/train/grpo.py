@@ -30,6 +30,7 @@ from avar.config.schema import RlConfig
 from avar.generate import model_inputs, vision_token_ids
 from avar.rewards import accuracy_reward, format_reward
 from avar.segments import Segment, encode_batch
+from avar.train.checkpoints import ExactResume
 from avar.train.sft import LoggedStats
 
 
@@ -71,7 +72,7 @@ def grpo_loss(logps, mask, advantages, ref_logps=None, kl_coef: float = 0.0):
     return loss, stats
 
 
-class GrpoTrainer(LoggedStats, Trainer):
+class GrpoTrainer(LoggedStats, ExactResume, Trainer):
     """Trainer whose batches are prompts (records) and whose loss is GRPO's."""
 
     loss_is_scaled_for_ga = False

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from transformers import TrainerState
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from avar.config import Params
@@ -20,7 +21,7 @@ from avar.config.schema import TrainConfig
 from avar.io import write_json
 from avar.models.loader import load_model, load_processor, resolve_device, resolve_dtype
 from avar.train.arguments import training_arguments
-from avar.train.checkpoints import publish_model, resume_point
+from avar.train.checkpoints import TRAINER_STATE, publish_checkpoint, publish_model, resume_point
 from avar.train.scoring import ScoreCheckpoints, ScoreSet, score
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
     start = time.monotonic()
     if finished:  # a re-run of a finished stage: publish its last checkpoint again
         log.info("%s already finished at %s", plan.name, resumed_from)
-        trainer.state.global_step = checkpoint_step(resumed_from)
+        trainer.state = TrainerState.load_from_json(str(Path(resumed_from) / TRAINER_STATE))
     else:
         trainer.train(resume_from_checkpoint=resumed_from)
     seconds = time.monotonic() - start
@@ -165,7 +166,10 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
         for scores in plan.score_sets:
             row.update(score(trainer.model, processor, scores))
         save_rows(row)
-    publish_model(trainer, plan.model_dir, cfg.out_dir)
+    if finished:  # the checkpoint holds the final weights as they were saved
+        publish_checkpoint(trainer, resumed_from, plan.model_dir, cfg.out_dir)
+    else:
+        publish_model(trainer, plan.model_dir, cfg.out_dir)
     result = StageResult(plan.name, cfg.out_dir, step, seconds, rows[-1], plan.reference, rows,
                          trainer.state.log_history)  # fmt: skip
     save_rows(steps=step, seconds=round(seconds, 1), final=result.final,

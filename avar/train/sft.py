@@ -17,6 +17,7 @@ from transformers import Trainer
 
 from avar.attention.losses import attention_guided_loss
 from avar.attention.probe import mass_probe
+from avar.train.checkpoints import ExactResume
 
 
 class LoggedStats:
@@ -32,7 +33,7 @@ class LoggedStats:
         super().log(logs, start_time)
 
 
-class AvarTrainer(LoggedStats, Trainer):
+class AvarTrainer(LoggedStats, ExactResume, Trainer):
     """HF Trainer whose loss adds the attention terms; every component is logged."""
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean

@@ -1,0 +1,76 @@
+"""Running training stages in tests: small params for a project in a temp folder, the
+stage as a subprocess (`avar stage NAME`, optionally under a launcher), weight comparisons."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_overrides(tmp: Path) -> list[str]:
+    """Params for a project in `tmp`: every stage a few steps, scoring on 4 questions."""
+    sets = [
+        f"model.init_dir={tmp}/models/init",
+        "checkpoint_eval.limit=4",
+        "checkpoint_eval.max_new_tokens=12",
+        f"checkpoint_eval.data={tmp}/data/raw/heldout/data.jsonl",
+        "base.max_steps=3",
+        "base.batch_size=4",
+        "base.save_steps=2",
+        "base.heldout=10",
+        "coldstart_text.max_steps=3",
+        "coldstart_text.batch_size=4",
+        "coldstart_text.save_steps=2",
+        "sft_mm.max_steps=3",
+        "sft_mm.batch_size=4",
+        "sft_mm.save_steps=2",
+        "rl.max_steps=2",
+        "rl.batch_size=2",
+        "rl.group_size=2",
+        "rl.save_steps=1",
+        "rl.max_completion_tokens=12",
+        "rl.learning_rate=1.0e-3",
+    ]
+    for stage in ("base", "coldstart_text", "sft_mm", "rl"):
+        sets += [
+            f"{stage}.out_dir={tmp}/models/{stage}",
+            f"{stage}.checkpoint_dir={tmp}/checkpoints/{stage}",
+            f"{stage}.metrics={tmp}/metrics/{stage}.json",
+        ]
+    sets += [
+        f"coldstart_text.data={tmp}/data/raw/text/data.jsonl",
+        f"sft_mm.data={tmp}/data/raw/visual/data.jsonl",
+        f"rl.data={tmp}/data/raw/visual/data.jsonl",
+    ]
+    return sets
+
+
+def weights(model_dir: Path) -> dict:
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def changed(before: dict, after: dict) -> float:
+    """Fraction of weight tensors that differ."""
+    return sum(not before[k].equal(after[k]) for k in before) / len(before)
+
+
+def avar_stage(tmp: Path, stage: str, extra: list[str], env=None, launcher=()) -> subprocess.Popen:
+    args = [sys.executable, *launcher, "-m", "avar.cli", "stage", stage,
+            "--params", str(ROOT / "params.yaml")]  # fmt: skip
+    for override in small_overrides(tmp) + extra:
+        args += ["-S", override]
+    return subprocess.Popen(
+        args,
+        cwd=tmp,
+        env=env or os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: a test can kill launcher and ranks
+    )
