@@ -244,8 +244,16 @@ def attention_map(
     if generate:
         prompt = prompts([record], root, cfg.model.system_prompt)
         response = generate_text(net, processor, prompt, 128, 1, spec)[0]
-    amap = build_map(net, processor, record, root, cfg.model.system_prompt,
-                     layers or cfg.vas.layers, response, spec)  # fmt: skip
+    amap = build_map(
+        net,
+        processor,
+        record,
+        root,
+        cfg.model.system_prompt,
+        layers or cfg.vas.layers,
+        response,
+        spec,
+    )
     draw(amap, out)
     console.print(f"wrote {out}")
 
@@ -320,9 +328,11 @@ def services_up(
 
     stack = Stack(Path("."), prefect_port, mlflow_port)
     up(stack, artifacts, backend=backend_store)
-    console.print(f"Prefect UI  http://127.0.0.1:{prefect_port}\n"
-                  f"MLflow UI   {stack.mlflow_uri}\nlogs        {stack.state / 'logs'}\n"
-                  f"shell       source {stack.state / 'env'}")  # fmt: skip
+    console.print(
+        f"Prefect UI  http://127.0.0.1:{prefect_port}\n"
+        f"MLflow UI   {stack.mlflow_uri}\nlogs        {stack.state / 'logs'}\n"
+        f"shell       source {stack.state / 'env'}"
+    )
 
 
 @services_app.command("down")

@@ -46,8 +46,14 @@ def stage_env(params: Params, parent_run_id: str | None) -> dict[str, str]:
     return env
 
 
-def run_stage(params: Params, stage: str, workspace: str | Path, parent_run_id: str | None = None,
-              force: bool = False, echo=log.info) -> StageRun:  # fmt: skip
+def run_stage(
+    params: Params,
+    stage: str,
+    workspace: str | Path,
+    parent_run_id: str | None = None,
+    force: bool = False,
+    echo=log.info,
+) -> StageRun:
     """`dvc repro` one stage where params say; `echo` gets each line of its output."""
     command = repro_command(stage, force)
     env = stage_env(params, parent_run_id)
@@ -67,8 +73,14 @@ def run_local(command: list[str], workspace: Path, env: dict[str, str], echo=log
     """Run `command` in `workspace`, echoing its output line by line; return the output."""
     scripts = str(Path(sys.executable).parent)
     full_env = {**os.environ, **env, "PATH": scripts + os.pathsep + os.environ.get("PATH", "")}
-    process = subprocess.Popen(command, cwd=workspace, env=full_env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        cwd=workspace,
+        env=full_env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     lines = []
     for line in process.stdout:
         lines.append(line)
@@ -76,13 +88,15 @@ def run_local(command: list[str], workspace: Path, env: dict[str, str], echo=log
             echo(shown(line))
     if process.wait() != 0:
         tail = "".join(lines[-30:])
-        raise StageFailed(f"`{' '.join(command)}` in {workspace} exited {process.returncode}:\n"
-                          f"{tail}")  # fmt: skip
+        raise StageFailed(
+            f"`{' '.join(command)}` in {workspace} exited {process.returncode}:\n{tail}"
+        )
     return "".join(lines)
 
 
-def container_spec(params: Params, command: list[str], workspace: Path,
-                   env: dict[str, str]) -> dict:  # fmt: skip
+def container_spec(
+    params: Params, command: list[str], workspace: Path, env: dict[str, str]
+) -> dict:
     """Keyword arguments of docker's `containers.run` for one stage on the GPUs."""
     from docker.types import DeviceRequest
 
@@ -102,8 +116,9 @@ def container_spec(params: Params, command: list[str], workspace: Path,
     }
 
 
-def run_in_container(params: Params, command: list[str], workspace: Path, env: dict[str, str],
-                     echo=log.info) -> str:  # fmt: skip
+def run_in_container(
+    params: Params, command: list[str], workspace: Path, env: dict[str, str], echo=log.info
+) -> str:
     """Run `command` in a GPU container of `orchestrate.image`, streaming its log."""
     import docker
 
@@ -120,6 +135,8 @@ def run_in_container(params: Params, command: list[str], workspace: Path, env: d
     finally:
         container.remove(force=True)
     if status != 0:
-        raise StageFailed(f"`{' '.join(command)}` in {params.orchestrate.image} exited {status}:\n"
-                          + "".join(lines[-30:]))  # fmt: skip
+        raise StageFailed(
+            f"`{' '.join(command)}` in {params.orchestrate.image} exited {status}:\n"
+            + "".join(lines[-30:])
+        )
     return "".join(lines)

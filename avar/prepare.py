@@ -39,12 +39,27 @@ def run(cfg: Params) -> PrepareResult:
         model_dir = str(init_tiny(cfg.model.init_dir, model_dir, cfg.model.seed))
     raw = Path(cfg.data.raw_dir)
     datasets = {
-        "visual": str(synthesize("visual", cfg.data.visual.n, cfg.data.visual.seed,
-                                 raw / "visual", cfg.data.image_size)),
+        "visual": str(
+            synthesize(
+                "visual",
+                cfg.data.visual.n,
+                cfg.data.visual.seed,
+                raw / "visual",
+                cfg.data.image_size,
+            )
+        ),
         "text": str(synthesize("text", cfg.data.text.n, cfg.data.text.seed, raw / "text")),
-        "heldout": str(synthesize("visual", cfg.data.heldout.n, cfg.data.heldout.seed,
-                                  raw / "heldout", cfg.data.image_size, prefix="heldout")),
-    }  # fmt: skip
+        "heldout": str(
+            synthesize(
+                "visual",
+                cfg.data.heldout.n,
+                cfg.data.heldout.seed,
+                raw / "heldout",
+                cfg.data.image_size,
+                prefix="heldout",
+            )
+        ),
+    }
     report = require_valid(list(datasets.values()))
     model, processor = load(
         model_dir,

@@ -44,8 +44,11 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """What clients need: the two servers' addresses and the workspace."""
-        return {"PREFECT_API_URL": self.prefect_api, "MLFLOW_TRACKING_URI": self.mlflow_uri,
-                "AVAR_WORKSPACE": str(self.root.resolve())}  # fmt: skip
+        return {
+            "PREFECT_API_URL": self.prefect_api,
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "AVAR_WORKSPACE": str(self.root.resolve()),
+        }
 
 
 def scripts_dir() -> Path:
@@ -60,9 +63,13 @@ def start(stack: Stack, name: str, command: list[str], env: dict[str, str]) -> i
     pids.mkdir(parents=True, exist_ok=True)
     with (logs / f"{name}.log").open("ab") as out:
         process = subprocess.Popen(
-            command, cwd=stack.root, env={**os.environ, **env}, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,  # its own group: down kills all
-        )  # fmt: skip
+            command,
+            cwd=stack.root,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: down kills all
+        )
     (pids / f"{name}.pid").write_text(str(process.pid))
     return process.pid
 
@@ -78,15 +85,22 @@ def wait_healthy(url: str, name: str, stack: Stack, timeout: float = 120) -> Non
         except OSError:
             pass
         time.sleep(1)
-    raise RuntimeError(f"{name} did not answer {url} in {timeout:.0f} s; see "
-                       f"{stack.state / 'logs' / f'{name}.log'}")  # fmt: skip
+    raise RuntimeError(
+        f"{name} did not answer {url} in {timeout:.0f} s; see "
+        f"{stack.state / 'logs' / f'{name}.log'}"
+    )
 
 
 def prefect(stack: Stack, *args: str) -> subprocess.CompletedProcess:
     """A Prefect CLI command against this stack's server."""
     env = {**os.environ, **stack.env()}
-    done = subprocess.run([str(scripts_dir() / "prefect"), *args], cwd=stack.root, env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [str(scripts_dir() / "prefect"), *args],
+        cwd=stack.root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"`prefect {' '.join(args)}` failed:\n{done.stdout}\n{done.stderr}")
     return done
@@ -97,33 +111,60 @@ def start_mlflow(stack: Stack, artifacts: str | None = None, backend: str | None
     `artifacts` (default .avar/mlartifacts; an s3:// URI for S3 or an S3-compatible store).
     GenAI judge jobs are off: six fewer processes on a small machine."""
     state = stack.state
-    start(stack, "mlflow-server",
-          [str(scripts_dir() / "mlflow"), "server", "--host", "127.0.0.1",
-           "--port", str(stack.mlflow_port),
-           "--backend-store-uri", backend or f"sqlite:///{(state / 'mlflow.db').resolve()}",
-           "--artifacts-destination", artifacts or str((state / "mlartifacts").resolve()),
-           "--workers", "1"],
-          {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # fmt: skip
+    start(
+        stack,
+        "mlflow-server",
+        [
+            str(scripts_dir() / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(stack.mlflow_port),
+            "--backend-store-uri",
+            backend or f"sqlite:///{(state / 'mlflow.db').resolve()}",
+            "--artifacts-destination",
+            artifacts or str((state / "mlartifacts").resolve()),
+            "--workers",
+            "1",
+        ],
+        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
 
 
 def up(stack: Stack, artifacts: str | None = None, backend: str | None = None) -> None:
     """Start both servers and a worker, then deploy avar/full and avar-reevaluate/champion."""
     bin_dir, state = scripts_dir(), stack.state
     down(stack, quiet=True)
-    start(stack, "prefect-server",
-          [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
-           "--port", str(stack.prefect_port)],
-          {"PREFECT_HOME": str((state / "prefect").resolve()),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})  # fmt: skip
+    start(
+        stack,
+        "prefect-server",
+        [
+            str(bin_dir / "prefect"),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(stack.prefect_port),
+        ],
+        {
+            "PREFECT_HOME": str((state / "prefect").resolve()),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        },
+    )
     start_mlflow(stack, artifacts, backend)
     wait_healthy(f"{stack.prefect_api}/health", "prefect-server", stack)
     wait_healthy(f"{stack.mlflow_uri}/health", "mlflow-server", stack)
     pools = prefect(stack, "work-pool", "ls").stdout
     if POOL not in pools:
         prefect(stack, "work-pool", "create", POOL, "--type", "process")
-    start(stack, "prefect-worker",
-          [str(bin_dir / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
-          {**stack.env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})  # fmt: skip
+    start(
+        stack,
+        "prefect-worker",
+        [str(bin_dir / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
+        {**stack.env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+    )
     prefect(stack, "--no-prompt", "deploy", *(f"--name={d}" for d in DEPLOYMENTS))
     (state / "env").write_text("".join(f"export {k}={v}\n" for k, v in stack.env().items()))
 

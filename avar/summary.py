@@ -78,10 +78,13 @@ def pipeline_rows(params) -> tuple[list[list[str]], list[list[str]]]:
     if not vas_path.is_file():
         raise FileNotFoundError(f"{vas_path} is missing: run the pipeline (`dvc repro`) first")
     checkpoints = [
-        [row["stage"], str(row["step"]),
-         *(number_cell(row[k]) for k in ("vas", "accuracy", "image_mass", "system_mass"))]
+        [
+            row["stage"],
+            str(row["step"]),
+            *(number_cell(row[k]) for k in ("vas", "accuracy", "image_mass", "system_mass")),
+        ]
         for row in json.loads(vas_path.read_text())["checkpoints"]
-    ]  # fmt: skip
+    ]
     models = []
     if eval_path.is_file():
         for stage, row in json.loads(eval_path.read_text())["models"].items():
@@ -114,11 +117,11 @@ def pipeline_markdown(params) -> str:
     """The results as Markdown tables (the Prefect flow's artifact)."""
     checkpoints, models = pipeline_rows(params)
     parts = []
-    for title, columns, rows in (("Checkpoints (held-out questions)", CHECKPOINT_COLUMNS,
-                                  checkpoints), ("Stage models (benchmarks)", MODEL_COLUMNS,
-                                                 models)):  # fmt: skip
-        lines = [f"### {title}", "", "| " + " | ".join(columns) + " |",
-                 "|" + "---|" * len(columns)]  # fmt: skip
+    for title, columns, rows in (
+        ("Checkpoints (held-out questions)", CHECKPOINT_COLUMNS, checkpoints),
+        ("Stage models (benchmarks)", MODEL_COLUMNS, models),
+    ):
+        lines = [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"

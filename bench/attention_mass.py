@@ -44,10 +44,15 @@ def conversation(processor, length: int) -> list[dict]:
     text_words = max(4, round(length / 16 / 1.25))
     words = WORDS * (length // len(WORDS) + 1)
     return [
-        {"role": "user", "content": [{"type": "image", "image": image},
-                                     {"type": "text", "text": " ".join(words[:text_words])}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": image},
+                {"type": "text", "text": " ".join(words[:text_words])},
+            ],
+        },
         {"role": "assistant", "content": " ".join(words[:response_words])},
-    ]  # fmt: skip
+    ]
 
 
 def memory_kb() -> tuple[int, int]:
@@ -124,9 +129,25 @@ def worker(args) -> dict:
 
 
 def run_worker(args, mode: str, length: int, what: str) -> dict:
-    command = [sys.executable, __file__, "--worker", "--mode", mode, "--length", str(length),
-               "--model", args.model, "--device", args.device, "--dtype", args.dtype,
-               "--repeats", str(args.repeats), "--what", what]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--mode",
+        mode,
+        "--length",
+        str(length),
+        "--model",
+        args.model,
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--repeats",
+        str(args.repeats),
+        "--what",
+        what,
+    ]
     env = dict(os.environ)
     if what == "memory":
         # Large blocks straight from mmap and back on free: the peak RSS then tracks the
@@ -149,9 +170,21 @@ def measure(args, mode: str, length: int) -> dict:
 def table(rows: list[dict]) -> str:
     """Markdown table: times, added peak memory, and ratios to the plain pass."""
     by_key = {(r["target"], r["mode"]): r for r in rows}
-    header = ("tokens", "image", "response", "plain s", "efficient s", "eager s",
-              "time eff/plain", "time eager/plain", "plain MB", "efficient MB", "eager MB",
-              "mem eff/plain", "mem eager/plain")  # fmt: skip
+    header = (
+        "tokens",
+        "image",
+        "response",
+        "plain s",
+        "efficient s",
+        "eager s",
+        "time eff/plain",
+        "time eager/plain",
+        "plain MB",
+        "efficient MB",
+        "eager MB",
+        "mem eff/plain",
+        "mem eager/plain",
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for target in sorted({r["target"] for r in rows}):
         plain, eff, eager = (by_key.get((target, m), {"error": "not run"}) for m in MODES)
@@ -165,11 +198,21 @@ def table(rows: list[dict]) -> str:
         def ratio(row, key, plain=plain):
             return "n/a" if "error" in row else f"{row[key] / plain[key]:.2f}"
 
-        cells = [plain["length"], plain["image"], plain["response"],
-                 value(plain, "time_s", 3), value(eff, "time_s", 3), value(eager, "time_s", 3),
-                 ratio(eff, "time_s"), ratio(eager, "time_s"),
-                 value(plain, "peak_mb", 0), value(eff, "peak_mb", 0), value(eager, "peak_mb", 0),
-                 ratio(eff, "peak_mb"), ratio(eager, "peak_mb")]  # fmt: skip
+        cells = [
+            plain["length"],
+            plain["image"],
+            plain["response"],
+            value(plain, "time_s", 3),
+            value(eff, "time_s", 3),
+            value(eager, "time_s", 3),
+            ratio(eff, "time_s"),
+            ratio(eager, "time_s"),
+            value(plain, "peak_mb", 0),
+            value(eff, "peak_mb", 0),
+            value(eager, "peak_mb", 0),
+            ratio(eff, "peak_mb"),
+            ratio(eager, "peak_mb"),
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -201,8 +244,7 @@ def main() -> None:
             row = measure(args, mode, length) | {"target": length}
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
-    print(f"\nattention mass, {args.device} {args.dtype}, {args.model}, "
-          f"median of {args.repeats}\n")  # fmt: skip
+    print(f"\nattention mass, {args.device} {args.dtype}, {args.model}, median of {args.repeats}\n")
     print(table(rows))
 
 

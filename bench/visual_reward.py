@@ -94,9 +94,11 @@ def run(args) -> None:
         reward = VisualReward(model, processor, layers="all", batch_size=args.rows)
         segments = batch["segment_ids"]
         counts = {s.name.lower(): int((segments == s).sum()) // args.rows for s in Segment}
-        print(f"model {model_dir} on {model.device} ({model.dtype}); {args.rows} rows of "
-              f"{segments.shape[1]} tokens: image {counts['image']}, response "
-              f"{counts['response']} per row; median of {args.repeats} steps")  # fmt: skip
+        print(
+            f"model {model_dir} on {model.device} ({model.dtype}); {args.rows} rows of "
+            f"{segments.shape[1]} tokens: image {counts['image']}, response "
+            f"{counts['response']} per row; median of {args.repeats} steps"
+        )
         times, vas = {mode: [] for mode in MODES}, {}
         for mode in MODES:
             vas[mode] = step(model, batch, mode, reward, chats)  # warm-up
@@ -113,15 +115,18 @@ def run(args) -> None:
         overhead = "" if mode == "no_reward" else f"{(median[mode] - base) / base:+.1%}"
         print(f"| {mode} | {median[mode]:.4f} | {median[mode] / base:.3f}x | {overhead} |")
     diff = (vas["fused"] - vas["separate"]).abs().max().item()
-    print(f"separate/fused step time: {median['separate'] / median['fused']:.3f}x; "
-          f"largest VAS difference between the two ways: {diff:.2e} "
-          f"(VAS values {vas['fused'].min():.3g}..{vas['fused'].max():.3g})")  # fmt: skip
+    print(
+        f"separate/fused step time: {median['separate'] / median['fused']:.3f}x; "
+        f"largest VAS difference between the two ways: {diff:.2e} "
+        f"(VAS values {vas['fused'].min():.3g}..{vas['fused'].max():.3g})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="", help="checkpoint dir or hub id (default: a "
-                        "fresh --preset model)")  # fmt: skip
+    parser.add_argument(
+        "--model", default="", help="checkpoint dir or hub id (default: a fresh --preset model)"
+    )
     parser.add_argument("--preset", default="tiny", choices=("tiny", "small"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "auto"))

@@ -22,8 +22,9 @@ from avar.tracking import runs
 
 
 @task(name="stage", task_run_name="{stage}", log_prints=True)
-def stage_task(stage: str, workspace: str, params_file: str, parent_run_id: str,
-               force: bool) -> bool:  # fmt: skip
+def stage_task(
+    stage: str, workspace: str, params_file: str, parent_run_id: str, force: bool
+) -> bool:
     """One stage: reproduce it, then log it as a child run. Returns whether it ran."""
     params = load_params(Path(workspace) / params_file)
     result = run_stage(params, stage, workspace, parent_run_id, force, echo=print)
@@ -33,8 +34,12 @@ def stage_task(stage: str, workspace: str, params_file: str, parent_run_id: str,
 
 
 @flow(name="avar", log_prints=True)
-def avar(workspace: str = ".", params_file: str = "params.yaml", stages: list[str] | None = None,
-         force: bool = False) -> dict:  # fmt: skip
+def avar(
+    workspace: str = ".",
+    params_file: str = "params.yaml",
+    stages: list[str] | None = None,
+    force: bool = False,
+) -> dict:
     """Run the pipeline's stages in order (all by default) in `workspace`."""
     workspace = str(Path(workspace).resolve())
     os.chdir(workspace)  # params' relative paths (and a sqlite tracking URI) mean the workspace
@@ -55,6 +60,9 @@ def avar(workspace: str = ".", params_file: str = "params.yaml", stages: list[st
     finally:
         runs.finish_pipeline(params, parent, workspace, ok)
     if Path(params.vas.out).is_file():  # a run of early stages only has no results yet
-        create_markdown_artifact(pipeline_markdown(params), key="avar-results",
-                                 description="VAS and accuracy per checkpoint")  # fmt: skip
+        create_markdown_artifact(
+            pipeline_markdown(params),
+            key="avar-results",
+            description="VAS and accuracy per checkpoint",
+        )
     return {"mlflow_run_id": parent, "ran": ran}

@@ -43,13 +43,16 @@ def image(width, height, color=(200, 30, 30)):
 def multi_image_chat():
     """Two user turns: two images (112x112, 56 wide x 84 high), then one more."""
     return [
-        {"role": "user", "content": [
-            {"type": "image", "image": image(112, 112)},
-            {"type": "text", "text": "Compare"},
-            {"type": "image", "image": image(56, 84, (0, 0, 255))},
-            {"type": "text", "text": "and"},
-        ]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": image(112, 112)},
+                {"type": "text", "text": "Compare"},
+                {"type": "image", "image": image(56, 84, (0, 0, 255))},
+                {"type": "text", "text": "and"},
+            ],
+        },
         {"role": "assistant", "content": "Done."},
         {"role": "user", "content": [{"type": "image", "image": image(112, 112)}]},
         {"role": "assistant", "content": "Again."},
-    ]  # fmt: skip
+    ]

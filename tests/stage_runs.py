@@ -61,8 +61,16 @@ def changed(before: dict, after: dict) -> float:
 
 
 def avar_stage(tmp: Path, stage: str, extra: list[str], env=None, launcher=()) -> subprocess.Popen:
-    args = [sys.executable, *launcher, "-m", "avar.cli", "stage", stage,
-            "--params", str(ROOT / "params.yaml")]  # fmt: skip
+    args = [
+        sys.executable,
+        *launcher,
+        "-m",
+        "avar.cli",
+        "stage",
+        stage,
+        "--params",
+        str(ROOT / "params.yaml"),
+    ]
     for override in small_overrides(tmp) + extra:
         args += ["-S", override]
     return subprocess.Popen(

@@ -29,8 +29,19 @@ def test_heat_covers_the_image_patches(tiny_model, processor, visual_jsonl):
 
 def test_attention_map_cli_writes_a_png(tiny_dir, visual_jsonl, tmp_path):
     out = tmp_path / "maps" / "map.png"
-    args = ["attention-map", "--model", str(tiny_dir), "--data", str(visual_jsonl),
-            "--index", "2", "--out", str(out), "--params", PARAMS]  # fmt: skip
+    args = [
+        "attention-map",
+        "--model",
+        str(tiny_dir),
+        "--data",
+        str(visual_jsonl),
+        "--index",
+        "2",
+        "--out",
+        str(out),
+        "--params",
+        PARAMS,
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     with Image.open(out) as picture:
@@ -41,8 +52,19 @@ def test_attention_map_cli_writes_a_png(tiny_dir, visual_jsonl, tmp_path):
 @pytest.mark.parametrize("index, message", [(99, "records 0-39"), (-1, "records 0-39")])
 def test_attention_map_cli_bad_index(tiny_dir, visual_jsonl, tmp_path, index, message):
     out = tmp_path / "m.png"
-    args = ["attention-map", "--model", str(tiny_dir), "--data", str(visual_jsonl),
-            "--index", str(index), "--out", str(out), "--params", PARAMS]  # fmt: skip
+    args = [
+        "attention-map",
+        "--model",
+        str(tiny_dir),
+        "--data",
+        str(visual_jsonl),
+        "--index",
+        str(index),
+        "--out",
+        str(out),
+        "--params",
+        PARAMS,
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and message in result.output
     assert not out.exists()

@@ -27,16 +27,24 @@ S = Segment
 
 
 def test_select_queries():
-    segments = torch.tensor([
-        [S.SYSTEM, S.USER_TEXT, S.IMAGE, S.RESPONSE, S.RESPONSE, S.TEMPLATE],
-        [S.PAD, S.PAD, S.USER_TEXT, S.RESPONSE, S.TEMPLATE, S.PAD],
-    ])  # fmt: skip
+    segments = torch.tensor(
+        [
+            [S.SYSTEM, S.USER_TEXT, S.IMAGE, S.RESPONSE, S.RESPONSE, S.TEMPLATE],
+            [S.PAD, S.PAD, S.USER_TEXT, S.RESPONSE, S.TEMPLATE, S.PAD],
+        ]
+    )
     assert select_queries(segments, "response").int().tolist() == [
-        [0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 0, 0]]  # fmt: skip
+        [0, 0, 0, 1, 1, 0],
+        [0, 0, 0, 1, 0, 0],
+    ]
     assert select_queries(segments, "prompt").int().tolist() == [
-        [0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]]  # fmt: skip
+        [0, 1, 0, 0, 0, 0],
+        [0, 0, 1, 0, 0, 0],
+    ]
     assert select_queries(segments, "last").int().tolist() == [
-        [0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 1, 0]]  # fmt: skip
+        [0, 0, 0, 0, 0, 1],
+        [0, 0, 0, 0, 1, 0],
+    ]
     with pytest.raises(ValueError, match="queries must be one of"):
         select_queries(segments, "image")
 
@@ -150,8 +158,9 @@ def test_sdpa_model_masses_match_eager_model_reference(
         torch.testing.assert_close(probe.masses(), reference, **TOLERANCE)
 
 
-def test_masses_are_far_from_uniform(sharp_models, processor, visual_jsonl, text_jsonl,
-                                     multi_image_chat):  # fmt: skip
+def test_masses_are_far_from_uniform(
+    sharp_models, processor, visual_jsonl, text_jsonl, multi_image_chat
+):
     # Guards the comparison above against trivially equal (uniform) attention.
     batch = mixed_batch(processor, visual_jsonl, text_jsonl, multi_image_chat, "right")
     with torch.no_grad(), mass_probe(sharp_models[0][0], batch["segment_ids"]) as probe:
@@ -160,8 +169,9 @@ def test_masses_are_far_from_uniform(sharp_models, processor, visual_jsonl, text
     assert image.max() - image.min() > 0.05
 
 
-def test_probe_layers_subset_and_model_output_unchanged(sharp_models, processor, visual_jsonl,
-                                                        text_jsonl, multi_image_chat):  # fmt: skip
+def test_probe_layers_subset_and_model_output_unchanged(
+    sharp_models, processor, visual_jsonl, text_jsonl, multi_image_chat
+):
     sdpa, _ = sharp_models[1]
     batch = mixed_batch(processor, visual_jsonl, text_jsonl, multi_image_chat, "right")
     with torch.no_grad():
@@ -174,8 +184,9 @@ def test_probe_layers_subset_and_model_output_unchanged(sharp_models, processor,
     assert sdpa.config.text_config._attn_implementation == "sdpa"  # restored on exit
 
 
-def test_gradients_match_eager_reference(sharp_models, processor, visual_jsonl, text_jsonl,
-                                         multi_image_chat):  # fmt: skip
+def test_gradients_match_eager_reference(
+    sharp_models, processor, visual_jsonl, text_jsonl, multi_image_chat
+):
     batch = mixed_batch(processor, visual_jsonl, text_jsonl, multi_image_chat, "right")
     segments = batch["segment_ids"]
     sdpa, eager = sharp_models[2]

@@ -54,8 +54,11 @@ def read_set(tmp: Path, name: str) -> list[dict]:
 
 def image_hashes(tmp: Path, name: str) -> set[str]:
     folder = tmp / "curated" / name
-    return {hashlib.sha256((folder / p).read_bytes()).hexdigest()
-            for r in read_set(tmp, name) for p in r["images"]}  # fmt: skip
+    return {
+        hashlib.sha256((folder / p).read_bytes()).hexdigest()
+        for r in read_set(tmp, name)
+        for p in r["images"]
+    }
 
 
 def test_synthetic_sources_make_four_valid_sets(tmp_path, processor):
@@ -74,7 +77,10 @@ def test_synthetic_sources_make_four_valid_sets(tmp_path, processor):
         assert grade(response, record["answer"], record["answer_type"], record["choices"])
         think = response.split("</think>")[0]
         assert [line.split(":")[0] for line in think.splitlines()[1:]] == [
-            "Anchor", "Reasoning", "Reflection"]  # fmt: skip
+            "Anchor",
+            "Reasoning",
+            "Reflection",
+        ]
         can_misread = record["answer_type"] in ("number", "choice") or record["category"] == "color"
         assert ("I misread it at first" in response) == can_misread, response
     for source in ("text", "visual", "heldout"):
@@ -101,11 +107,11 @@ class Teacher(BaseHTTPRequestHandler):
             return self._reply(400, {"error": "bad request"})
         text = {
             "right": "<think>Anchor: a red square.\nReasoning: one.\nReflection: yes.</think>"
-                     "<answer>1</answer>",
+            "<answer>1</answer>",
             "wrong": "<think>Anchor: two squares.</think><answer>2</answer>",
             "sloppy": "It is 1.",
             "flaky": "<think>Anchor: one square.</think><answer>1</answer>",
-        }[question.split()[0]]  # fmt: skip
+        }[question.split()[0]]
         self._reply(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
 
     def _reply(self, status: int, payload: dict):
@@ -188,21 +194,32 @@ def test_every_filter_acts_on_data_built_to_trip_it(tmp_path, processor, teacher
     text_rows = [
         {**text_base, "id": "t1", "question": "what is 2 + 3", "answer": "5"},  # leaks h2
         {**text_base, "id": "t2", "question": "Spell it out.", "solution": ["word " * 600]},
-        {**text_base, "id": "t3", "question": "What is 1 + 1?", "answer": "2",
-         "solution": ["1 + 1 = 2."]},
+        {
+            **text_base,
+            "id": "t3",
+            "question": "What is 1 + 1?",
+            "answer": "2",
+            "solution": ["1 + 1 = 2."],
+        },
         {"id": "t4", "question": "no answer"},
-    ]  # fmt: skip
+    ]
     text.write_text("".join(json.dumps(r) + "\n" for r in text_rows))
     params = params_for(
         tmp_path,
-        sources((("name", "real"), ("path", str(real)), ("traces", "teacher")),
-                (("name", "text"), ("path", str(text))),
-                (("name", "held"), ("path", str(held)), ("split", "eval"))),
-        "curate.teacher.kind=http", "curate.teacher.model=teacher-7b",
-        f"curate.teacher.url={teacher_url}", f"curate.teacher.cache={tmp_path}/cache.jsonl",
-        "curate.teacher.backoff=0.01", "curate.eval_fraction=0.01", "curate.rl_fraction=0.01",
+        sources(
+            (("name", "real"), ("path", str(real)), ("traces", "teacher")),
+            (("name", "text"), ("path", str(text))),
+            (("name", "held"), ("path", str(held)), ("split", "eval")),
+        ),
+        "curate.teacher.kind=http",
+        "curate.teacher.model=teacher-7b",
+        f"curate.teacher.url={teacher_url}",
+        f"curate.teacher.cache={tmp_path}/cache.jsonl",
+        "curate.teacher.backoff=0.01",
+        "curate.eval_fraction=0.01",
+        "curate.rl_fraction=0.01",
         "curate.max_response_tokens=200",
-    )  # fmt: skip
+    )
     report = curate(params, processor.tokenizer)
     assert report["sources"]["real"]["dropped"] == {
         "duplicate": 1,
@@ -250,11 +267,15 @@ def test_a_local_hf_teacher_is_asked_once_per_row(tmp_path, processor, tiny_dir)
     ]
     real.write_text("".join(json.dumps(r) + "\n" for r in rows))
     params = params_for(
-        tmp_path, sources((("name", "real"), ("path", str(real)))),
-        "curate.teacher.kind=local", f"curate.teacher.model={tiny_dir}",
-        "curate.teacher.max_new_tokens=6", f"curate.teacher.cache={tmp_path}/cache.jsonl",
-        "curate.eval_fraction=0.01", "curate.rl_fraction=0.01",
-    )  # fmt: skip
+        tmp_path,
+        sources((("name", "real"), ("path", str(real)))),
+        "curate.teacher.kind=local",
+        f"curate.teacher.model={tiny_dir}",
+        "curate.teacher.max_new_tokens=6",
+        f"curate.teacher.cache={tmp_path}/cache.jsonl",
+        "curate.eval_fraction=0.01",
+        "curate.rl_fraction=0.01",
+    )
     report = curate(params, processor.tokenizer)
     # an untrained teacher writes no <think>/<answer> trace: both rows fail the format check
     assert report["teacher"] == {"cached": 0, "asked": 2}
@@ -267,22 +288,30 @@ def test_a_real_source_maps_its_own_column_names(tmp_path, processor):
     real = tmp_path / "real.jsonl"
     for name, color in (("a.png", (200, 0, 0)), ("b.png", (0, 0, 200))):
         (tmp_path / name).write_bytes(png(color))
-    rows = [{"uid": "a", "problem": "What color?", "final": "red", "img": ["a.png"]},
-            {"uid": "b", "problem": "What color?", "final": "blue", "img": ["b.png"]},
-            {"uid": "c", "problem": "No answer column here.", "img": ["a.png"]}]  # fmt: skip
+    rows = [
+        {"uid": "a", "problem": "What color?", "final": "red", "img": ["a.png"]},
+        {"uid": "b", "problem": "What color?", "final": "blue", "img": ["b.png"]},
+        {"uid": "c", "problem": "No answer column here.", "img": ["a.png"]},
+    ]
     real.write_text("".join(json.dumps(r) + "\n" for r in rows))
     columns = {"id": "uid", "question": "problem", "answer": "final", "images": "img"}
     params = params_for(
-        tmp_path, sources((("name", "real"), ("path", str(real)), ("columns", columns))),
-        "curate.eval_fraction=0.01", "curate.rl_fraction=0.01",
-    )  # fmt: skip
+        tmp_path,
+        sources((("name", "real"), ("path", str(real)), ("columns", columns))),
+        "curate.eval_fraction=0.01",
+        "curate.rl_fraction=0.01",
+    )
     report = curate(params, processor.tokenizer)
     records = read_set(tmp_path, "visual")
     assert [(r["id"], r["question"], r["answer"]) for r in records] == [
-        ("a", "What color?", "red"), ("b", "What color?", "blue")]  # fmt: skip
+        ("a", "What color?", "red"),
+        ("b", "What color?", "blue"),
+    ]
     assert all(len(r["images"]) == 1 for r in records)
     assert report["sources"]["real"]["dropped"] == {"invalid": 1}
     assert "missing column 'final'" in report["examples"]["invalid"][0]["detail"]
     with pytest.raises(ConfigError, match=r"curate.sources\[0\].columns.*\['question_text'\]"):
-        params_for(tmp_path, sources((("name", "r"), ("path", str(real)),
-                                      ("columns", {"question_text": "q"}))))  # fmt: skip
+        params_for(
+            tmp_path,
+            sources((("name", "r"), ("path", str(real)), ("columns", {"question_text": "q"}))),
+        )

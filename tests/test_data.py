@@ -71,8 +71,9 @@ def test_position_answers_follow_the_coordinates(visual_jsonl):
     for record in read_jsonl(visual_jsonl):
         if record["category"] != "position":
             continue
-        a_name, b_name = re.search(r"Where is the (\w+ \w+) relative to the (\w+ \w+)\?",
-                                   record["question"]).groups()  # fmt: skip
+        a_name, b_name = re.search(
+            r"Where is the (\w+ \w+) relative to the (\w+ \w+)\?", record["question"]
+        ).groups()
         by_name = {f"{o['color']} {o['shape']}": o for o in record["scene"]["objects"]}
         (ax, ay), (bx, by) = by_name[a_name]["center"], by_name[b_name]["center"]
         if abs(ax - bx) > abs(ay - by):
@@ -86,8 +87,10 @@ def test_categories_and_difficulties_covered(tmp_path):
     records = read_jsonl(synthesize("visual", 120, 0, tmp_path / "v"))
     assert set(Counter(r["category"] for r in records)) == set(CATEGORIES)
     assert set(Counter(r["difficulty"] for r in records)) == {"easy", "medium", "hard"}
-    n_objects = {d: [len(r["scene"]["objects"]) for r in records if r["difficulty"] == d]
-                 for d in ("easy", "hard")}  # fmt: skip
+    n_objects = {
+        d: [len(r["scene"]["objects"]) for r in records if r["difficulty"] == d]
+        for d in ("easy", "hard")
+    }
     assert max(n_objects["easy"]) < min(n_objects["hard"])
 
 

@@ -48,8 +48,15 @@ def test_training_image_builds_deepspeed_ops_on_cuda_torch():
 
 def test_compose_images_are_pinned_and_services_healthchecked():
     services = COMPOSE["services"]
-    assert {"postgres", "s3", "s3-buckets", "mlflow", "prefect-server", "prefect-worker",
-            "trainer"} <= set(services)  # fmt: skip
+    assert {
+        "postgres",
+        "s3",
+        "s3-buckets",
+        "mlflow",
+        "prefect-server",
+        "prefect-worker",
+        "trainer",
+    } <= set(services)
     for name, service in services.items():
         image = service.get("image", "")
         assert re.fullmatch(r"[\w./-]+:[\w.-]+", image) and not image.endswith(":latest"), name
@@ -67,8 +74,11 @@ def test_compose_wires_gpu_postgres_and_s3():
     assert "--backend-store-uri=postgresql" in mlflow and "s3://" in mlflow
     assert "--allowed-hosts=mlflow" in mlflow
     assert services["mlflow"]["depends_on"]["s3-buckets"]["condition"] == (
-        "service_completed_successfully")  # fmt: skip
-    assert "postgresql+asyncpg" in services["prefect-server"]["environment"][
-        "PREFECT_API_DATABASE_CONNECTION_URL"]  # fmt: skip
+        "service_completed_successfully"
+    )
+    assert (
+        "postgresql+asyncpg"
+        in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    )
     assert "--type" in services["prefect-worker"]["command"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in services["prefect-worker"]["volumes"]

@@ -33,9 +33,23 @@ def synthetic_dir(tmp_path_factory):
 
 def test_synthetic_suite_with_vas(tiny_dir, synthetic_dir, tmp_path):
     out = tmp_path / "r.json"
-    result = run_eval("--model", str(tiny_dir), "--bench", "synthetic", "--limit", "50",
-                      "--vas", "--out", str(out), "--data-dir", str(synthetic_dir),
-                      "-S", "eval.max_new_tokens=24", "-S", "eval.batch_size=25")  # fmt: skip
+    result = run_eval(
+        "--model",
+        str(tiny_dir),
+        "--bench",
+        "synthetic",
+        "--limit",
+        "50",
+        "--vas",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(synthetic_dir),
+        "-S",
+        "eval.max_new_tokens=24",
+        "-S",
+        "eval.batch_size=25",
+    )
     assert result.exit_code == 0, result.output
     assert "synthetic" in result.output and f"wrote {out}" in result.output
     report = json.loads(out.read_text())
@@ -45,8 +59,9 @@ def test_synthetic_suite_with_vas(tiny_dir, synthetic_dir, tmp_path):
     records = [json.loads(line) for line in (synthetic_dir / "synthetic/data.jsonl").open()]
     for row, record in zip(samples, records, strict=True):  # graded again, independently
         assert row["id"] == record["id"]
-        ok = grade(row["response"], record["answer"], record["answer_type"], record["choices"],
-                   bare=True)  # fmt: skip
+        ok = grade(
+            row["response"], record["answer"], record["answer_type"], record["choices"], bare=True
+        )
         assert row["correct"] is ok
     assert bench["accuracy"] == pytest.approx(sum(r["correct"] for r in samples) / 50)
     categories = {r["category"] for r in samples}
@@ -92,13 +107,24 @@ def test_a_distributed_format_benchmark_and_the_intervention(tiny_dir, tmp_path)
     folder.mkdir(parents=True)
     (folder / "MMStar.tsv").write_text(
         "index\tquestion\tA\tB\tC\tanswer\tcategory\timage\n" + "\n".join(rows) + "\n"
-    )  # fmt: skip
+    )
     masses = {}
     for name, extra in (("plain", []), ("steered", ["--intervene", "alpha=2.0,layers=0-3"])):
         out = tmp_path / f"{name}.json"
-        result = run_eval("--model", str(tiny_dir), "--bench", "mmstar", "--vas", "--out",
-                          str(out), "--data-dir", str(tmp_path / "benchmarks"),
-                          "-S", "eval.max_new_tokens=8", *extra)  # fmt: skip
+        result = run_eval(
+            "--model",
+            str(tiny_dir),
+            "--bench",
+            "mmstar",
+            "--vas",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tmp_path / "benchmarks"),
+            "-S",
+            "eval.max_new_tokens=8",
+            *extra,
+        )
         assert result.exit_code == 0, result.output
         report = json.loads(out.read_text())
         bench = report["benchmarks"]["mmstar"]
@@ -111,11 +137,24 @@ def test_a_distributed_format_benchmark_and_the_intervention(tiny_dir, tmp_path)
 
 def test_synthetic_builds_its_questions_when_none_exist(tiny_dir, tmp_path):
     out = tmp_path / "r.json"
-    result = run_eval("--model", str(tiny_dir), "--bench", "synthetic", "--out", str(out),
-                      "--data-dir", str(tmp_path / "none"),
-                      "-S", f"checkpoint_eval.data={tmp_path}/missing/data.jsonl",
-                      "-S", f"curate.out_dir={tmp_path}/no-curated",
-                      "-S", "data.heldout.n=6", "-S", "eval.max_new_tokens=4")  # fmt: skip
+    result = run_eval(
+        "--model",
+        str(tiny_dir),
+        "--bench",
+        "synthetic",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(tmp_path / "none"),
+        "-S",
+        f"checkpoint_eval.data={tmp_path}/missing/data.jsonl",
+        "-S",
+        f"curate.out_dir={tmp_path}/no-curated",
+        "-S",
+        "data.heldout.n=6",
+        "-S",
+        "eval.max_new_tokens=4",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["benchmarks"]["synthetic"]["n"] == 6
@@ -124,9 +163,20 @@ def test_synthetic_builds_its_questions_when_none_exist(tiny_dir, tmp_path):
     from avar.data import synthesize
 
     synthesize("visual", 3, 5, tmp_path / "curated/eval", prefix="curated")
-    result = run_eval("--model", str(tiny_dir), "--bench", "synthetic", "--out", str(out),
-                      "--data-dir", str(tmp_path / "none"), "-S", "eval.max_new_tokens=4",
-                      "-S", f"curate.out_dir={tmp_path}/curated")  # fmt: skip
+    result = run_eval(
+        "--model",
+        str(tiny_dir),
+        "--bench",
+        "synthetic",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(tmp_path / "none"),
+        "-S",
+        "eval.max_new_tokens=4",
+        "-S",
+        f"curate.out_dir={tmp_path}/curated",
+    )
     assert result.exit_code == 0, result.output
     samples = json.loads(out.read_text())["benchmarks"]["synthetic"]["samples"]
     assert [r["id"] for r in samples] == [f"curated-{i:06d}" for i in range(3)]
@@ -136,8 +186,16 @@ def test_errors_name_the_benchmark_and_the_files(tiny_dir, tmp_path):
     out = tmp_path / "r.json"
     result = run_eval("--model", str(tiny_dir), "--bench", "mmlu", "--out", str(out))
     assert result.exit_code == 1 and "unknown benchmark 'mmlu'" in result.output
-    result = run_eval("--model", str(tiny_dir), "--bench", "hallusionbench", "--out", str(out),
-                      "--data-dir", str(tmp_path))  # fmt: skip
+    result = run_eval(
+        "--model",
+        str(tiny_dir),
+        "--bench",
+        "hallusionbench",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(tmp_path),
+    )
     assert result.exit_code == 1
     assert "HallusionBench.tsv" in result.output and str(tmp_path) in result.output
     assert not out.exists()

@@ -30,23 +30,45 @@ def token_ids(tokenizer) -> dict:
 
 
 def qwen2_vl(tokenizer):
-    text = {"vocab_size": 704, "hidden_size": 64, "intermediate_size": 128,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e4,
-                                "mrope_section": [2, 3, 3]}}  # fmt: skip
+    text = {
+        "vocab_size": 704,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]},
+    }
     vision = {"depth": 1, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2}
     config = Qwen2VLConfig(text_config=text, vision_config=vision, **token_ids(tokenizer))
     return Qwen2VLForConditionalGeneration(config), 14, "Qwen2VLProcessor"
 
 
 def qwen3_vl(tokenizer):
-    text = {"vocab_size": 704, "hidden_size": 64, "intermediate_size": 128, "head_dim": 16,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e4,
-                                "mrope_section": [2, 3, 3], "mrope_interleaved": True}}  # fmt: skip
-    vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
-              "out_hidden_size": 64, "num_position_embeddings": 64,
-              "deepstack_visual_indexes": [0]}  # fmt: skip
+    text = {
+        "vocab_size": 704,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "head_dim": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 1e4,
+            "mrope_section": [2, 3, 3],
+            "mrope_interleaved": True,
+        },
+    }
+    vision = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "out_hidden_size": 64,
+        "num_position_embeddings": 64,
+        "deepstack_visual_indexes": [0],
+    }
     config = Qwen3VLConfig(text_config=text, vision_config=vision, **token_ids(tokenizer))
     return Qwen3VLForConditionalGeneration(config), 16, "Qwen3VLProcessor"
 

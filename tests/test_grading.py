@@ -9,60 +9,69 @@ import pytest
 from avar.grading import answers_match, extract_answer, extract_choice, grade, parse_number
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("<think>2+2</think>\n<answer>4</answer>", "4"),
-    ("<answer>3</answer> then <answer> 5 </answer>", "5"),  # the last tag wins
-    ("<answer> </answer> so \\boxed{7}", "7"),  # an empty tag falls through
-    ("so the result is \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),  # nested braces
-    ("Thinking... The answer is 12.", "12"),
-    ("Final answer: B. 45 degrees", "B. 45 degrees"),
-    ("no answer here", None),
-    ("<answer>unterminated", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<think>2+2</think>\n<answer>4</answer>", "4"),
+        ("<answer>3</answer> then <answer> 5 </answer>", "5"),  # the last tag wins
+        ("<answer> </answer> so \\boxed{7}", "7"),  # an empty tag falls through
+        ("so the result is \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),  # nested braces
+        ("Thinking... The answer is 12.", "12"),
+        ("Final answer: B. 45 degrees", "B. 45 degrees"),
+        ("no answer here", None),
+        ("<answer>unterminated", None),
+    ],
+)
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
 
 
-@pytest.mark.parametrize("answer, choices, expected", [
-    ("B", ["x", "y", "z"], "B"),
-    ("(c)", ["x", "y", "z"], "C"),
-    ("B. 45 degrees", ["30 degrees", "45 degrees"], "B"),
-    ("45 degrees", ["30 degrees", "45 degrees"], "B"),  # the option's text
-    ("D", ["x", "y", "z"], None),  # no option D
-    ("Because", ["x", "y"], None),  # a word, not a letter
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "answer, choices, expected",
+    [
+        ("B", ["x", "y", "z"], "B"),
+        ("(c)", ["x", "y", "z"], "C"),
+        ("B. 45 degrees", ["30 degrees", "45 degrees"], "B"),
+        ("45 degrees", ["30 degrees", "45 degrees"], "B"),  # the option's text
+        ("D", ["x", "y", "z"], None),  # no option D
+        ("Because", ["x", "y"], None),  # a word, not a letter
+    ],
+)
 def test_extract_choice(answer, choices, expected):
     assert extract_choice(answer, choices) == expected
 
 
-@pytest.mark.parametrize("answer, reference, kind, equal", [
-    # numbers: formatting and tolerance
-    ("1,000", "1000", "number", True),
-    ("45%", "45", "number", True),
-    ("3.00001", "3", "number", True),  # within 1e-4 relative
-    ("3.01", "3", "number", False),
-    ("-2", "2", "number", False),
-    # expressions, through math-verify
-    ("\\frac{2}{4}", "0.5", "number", True),
-    ("\\frac{1}{2}", "\\frac{2}{4}", "text", True),
-    ("\\pi", "3.14159265", "number", True),
-    ("2\\sqrt{2}", "\\sqrt{8}", "text", True),
-    ("x+1", "1+x", "text", True),
-    ("\\frac{1}{3}", "0.33", "number", False),
-    ("x-1", "1+x", "text", False),
-    # text
-    ("Purple.", "purple", "text", True),
-    ("the same number", "Same number", "text", True),
-    ("red", "blue", "text", False),
-    ("Yes.", "yes", "text", True),  # HallusionBench-style yes/no
-    ("No", "Yes", "text", False),
-    ("2.50", "2.5", "number", True),  # MathVista float answers
-    ("2.53", "2.5", "number", False),
-    # choices
-    ("B. circles", "B", "choice", True),
-    ("circles", "B", "choice", False),  # text is matched only against the given options
-    ("A", "B", "choice", False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "answer, reference, kind, equal",
+    [
+        # numbers: formatting and tolerance
+        ("1,000", "1000", "number", True),
+        ("45%", "45", "number", True),
+        ("3.00001", "3", "number", True),  # within 1e-4 relative
+        ("3.01", "3", "number", False),
+        ("-2", "2", "number", False),
+        # expressions, through math-verify
+        ("\\frac{2}{4}", "0.5", "number", True),
+        ("\\frac{1}{2}", "\\frac{2}{4}", "text", True),
+        ("\\pi", "3.14159265", "number", True),
+        ("2\\sqrt{2}", "\\sqrt{8}", "text", True),
+        ("x+1", "1+x", "text", True),
+        ("\\frac{1}{3}", "0.33", "number", False),
+        ("x-1", "1+x", "text", False),
+        # text
+        ("Purple.", "purple", "text", True),
+        ("the same number", "Same number", "text", True),
+        ("red", "blue", "text", False),
+        ("Yes.", "yes", "text", True),  # HallusionBench-style yes/no
+        ("No", "Yes", "text", False),
+        ("2.50", "2.5", "number", True),  # MathVista float answers
+        ("2.53", "2.5", "number", False),
+        # choices
+        ("B. circles", "B", "choice", True),
+        ("circles", "B", "choice", False),  # text is matched only against the given options
+        ("A", "B", "choice", False),
+    ],
+)
 def test_answers_match(answer, reference, kind, equal):
     assert answers_match(answer, reference, kind) is equal
 
@@ -84,8 +93,9 @@ def test_grade_reads_the_final_answer():
 
 def test_math_equivalence_works_off_the_main_thread():
     results = []
-    thread = threading.Thread(target=lambda: results.append(answers_match("\\frac{2}{4}", "0.5",
-                                                                          "number")))  # fmt: skip
+    thread = threading.Thread(
+        target=lambda: results.append(answers_match("\\frac{2}{4}", "0.5", "number"))
+    )
     thread.start(), thread.join()
     assert results == [True]
 

@@ -24,10 +24,22 @@ from avar.services import Stack, down, up
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-STAGE_RUNS = {"prepare", "base", "curate", "coldstart_text", "sft_mm", "rl", "vas", "eval",
-              "register"}  # fmt: skip
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-          "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+STAGE_RUNS = {
+    "prepare",
+    "base",
+    "curate",
+    "coldstart_text",
+    "sft_mm",
+    "rl",
+    "vas",
+    "eval",
+    "register",
+}
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def free_port() -> int:
@@ -67,9 +79,13 @@ def stack(s3, tmp_path_factory):
 
 def run_deployment(stack: Stack, name: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / "prefect"), "deployment", "run", name, "--watch"], cwd=stack.root,
-        env={**os.environ, **stack.env()}, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        [str(BIN / "prefect"), "deployment", "run", name, "--watch"],
+        cwd=stack.root,
+        env={**os.environ, **stack.env()},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,19 +114,34 @@ def test_mlflow_holds_the_pipeline_stages_checkpoints_and_champion(pipeline, sta
     plots = pipeline.list_artifacts(by_stage["vas"].info.run_id, "plots")
     assert [a.path for a in plots] == ["plots/vas.png"]
     models = {m.name for m in pipeline.search_logged_models([experiment.experiment_id])}
-    assert {"base-checkpoint-2", "base-checkpoint-3", "rl-checkpoint-1", "rl-checkpoint-2",
-            "AVAR-Thinker"} <= models  # fmt: skip
+    assert {
+        "base-checkpoint-2",
+        "base-checkpoint-3",
+        "rl-checkpoint-1",
+        "rl-checkpoint-2",
+        "AVAR-Thinker",
+    } <= models
     champion = pipeline.get_model_version_by_alias("AVAR-Thinker", "champion")
     assert champion.version == "1" and champion.tags["avar.stage"] == "rl"
-    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3).list_objects_v2(
-        Bucket="avar-mlflow").get("Contents", [])]  # fmt: skip
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=s3)
+        .list_objects_v2(Bucket="avar-mlflow")
+        .get("Contents", [])
+    ]
     assert any(k.endswith("model.safetensors") for k in keys), keys  # the model went to S3
 
 
 def test_second_dvc_repro_has_nothing_to_do(pipeline, stack):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run([str(BIN / "dvc"), "repro"], cwd=stack.root, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [str(BIN / "dvc"), "repro"],
+        cwd=stack.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "Running stage" not in done.stdout
     assert "Data and pipelines are up to date." in done.stdout
@@ -120,8 +151,7 @@ def test_reevaluation_deployment_logs_a_new_run(pipeline, stack):
     done = run_deployment(stack, "avar-reevaluate/champion")
     assert done.returncode == 0, done.stdout
     experiment = pipeline.get_experiment_by_name("avar")
-    (run,) = pipeline.search_runs([experiment.experiment_id],
-                                  "tags.`avar.kind` = 'reevaluation'")  # fmt: skip
+    (run,) = pipeline.search_runs([experiment.experiment_id], "tags.`avar.kind` = 'reevaluation'")
     assert run.data.tags["avar.champion_version"] == "1"
     assert run.data.tags["avar.regression"] in ("true", "false")
     assert {"champion/eval/synthetic/accuracy", "base/eval/synthetic/accuracy"} <= set(
@@ -133,8 +163,14 @@ def test_dvc_push_and_pull_through_s3(pipeline, stack, s3):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
     def dvc(*args: str) -> str:
-        done = subprocess.run([str(BIN / "dvc"), *args], cwd=stack.root, env=env,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        done = subprocess.run(
+            [str(BIN / "dvc"), *args],
+            cwd=stack.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
@@ -157,12 +193,25 @@ def test_mlflow_ui_shows_runs_and_registered_model(pipeline, stack, tmp_path):
 
     def page(fragment: str) -> str:
         done = subprocess.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-             "--virtual-time-budget=20000", "--dump-dom", f"{stack.mlflow_uri}/#{fragment}"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=20000",
+                "--dump-dom",
+                f"{stack.mlflow_uri}/#{fragment}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         return done.stdout
 
     runs_page = page(f"/experiments/{experiment.experiment_id}/runs")
@@ -188,16 +237,45 @@ def postgres():
     if as_user:
         shutil.chown(data, "postgres")
     port = free_port()
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "avar",
-                    "--auth=trust"], check=True, capture_output=True)  # fmt: skip
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(data / "log"),
-                    "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "-w", "start"],
-                   check=True, capture_output=True)  # fmt: skip
-    subprocess.run([str(bin_dir.parent / "bin" / "createdb"), "-h", "127.0.0.1", "-p", str(port),
-                    "-U", "avar", "mlflow"], check=True)  # fmt: skip
+    subprocess.run(
+        [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "avar", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_user,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(data / "log"),
+            "-o",
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            str(bin_dir.parent / "bin" / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "avar",
+            "mlflow",
+        ],
+        check=True,
+    )
     yield f"postgresql+psycopg://avar@127.0.0.1:{port}/mlflow"
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+        capture_output=True,
+    )
     shutil.rmtree(data, ignore_errors=True)
 
 
@@ -221,6 +299,10 @@ def test_mlflow_on_postgres_with_s3_artifacts(postgres, s3, tmp_path, monkeypatc
         assert registry.download_alias(params)[0] == first.version
     finally:
         down(stack)
-    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3).list_objects_v2(
-        Bucket="avar-mlflow", Prefix="postgres/").get("Contents", [])]  # fmt: skip
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=s3)
+        .list_objects_v2(Bucket="avar-mlflow", Prefix="postgres/")
+        .get("Contents", [])
+    ]
     assert sum(k.endswith("config.json") for k in keys) == 2

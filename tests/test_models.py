@@ -41,8 +41,14 @@ def test_cli_init_tiny_then_plain_transformers_load_and_forward(tmp_path, visual
 
 def test_saved_directory_is_a_standard_checkpoint(tiny_dir):
     names = {p.name for p in tiny_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja",
-            "processor_config.json", "generation_config.json"} <= names  # fmt: skip
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "processor_config.json",
+        "generation_config.json",
+    } <= names
     processor_config = json.loads((tiny_dir / "processor_config.json").read_text())
     assert processor_config["processor_class"] == "Qwen2_5_VLProcessor"
     assert processor_config["image_processor"]["size"]["longest_edge"] == 112 * 112

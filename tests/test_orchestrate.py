@@ -31,14 +31,18 @@ def test_stage_env_passes_only_what_is_set(monkeypatch):
     monkeypatch.setenv("UNRELATED", "x")
     monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
     env = stage_env(load_params(ROOT / "params.yaml"), "run123")
-    assert env == {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "AVAR_PARENT_RUN_ID": "run123",
-                   "TQDM_MININTERVAL": "10"}  # fmt: skip
+    assert env == {
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+        "AVAR_PARENT_RUN_ID": "run123",
+        "TQDM_MININTERVAL": "10",
+    }
 
 
 def test_gpu_container_spec(tmp_path):
-    params = load_params(ROOT / "params.yaml",
-                         ["orchestrate.backend=docker", "orchestrate.gpus=2",
-                          "orchestrate.shm_size=32g"])  # fmt: skip
+    params = load_params(
+        ROOT / "params.yaml",
+        ["orchestrate.backend=docker", "orchestrate.gpus=2", "orchestrate.shm_size=32g"],
+    )
     spec = container_spec(params, ["dvc", "repro", "rl"], tmp_path, {"A": "1"})
     (request,) = spec["device_requests"]
     assert request["Count"] == 2 and request["Capabilities"] == [["gpu"]]

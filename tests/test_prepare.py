@@ -18,9 +18,18 @@ def test_prepare_builds_validates_and_summarises(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(
         app,
-        ["prepare", "--params", str(ROOT / "params.yaml"),
-         "-S", "data.visual.n=12", "-S", "data.text.n=6", "-S", "data.heldout.n=4"],
-    )  # fmt: skip
+        [
+            "prepare",
+            "--params",
+            str(ROOT / "params.yaml"),
+            "-S",
+            "data.visual.n=12",
+            "-S",
+            "data.text.n=6",
+            "-S",
+            "data.heldout.n=4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "models/init/model.safetensors").is_file()
     assert len(read_jsonl(tmp_path / "data/raw/visual/data.jsonl")) == 12
@@ -32,17 +41,29 @@ def test_prepare_builds_validates_and_summarises(tmp_path, monkeypatch):
     assert "tokens per segment" in result.output
     # re-running is safe and gives the same data
     before = (tmp_path / "data/raw/visual/data.jsonl").read_bytes()
-    again = runner.invoke(app, ["prepare", "--params", str(ROOT / "params.yaml"),
-                                "-S", "data.visual.n=12", "-S", "data.text.n=6",
-                                "-S", "data.heldout.n=4"])  # fmt: skip
+    again = runner.invoke(
+        app,
+        [
+            "prepare",
+            "--params",
+            str(ROOT / "params.yaml"),
+            "-S",
+            "data.visual.n=12",
+            "-S",
+            "data.text.n=6",
+            "-S",
+            "data.heldout.n=4",
+        ],
+    )
     assert again.exit_code == 0
     assert (tmp_path / "data/raw/visual/data.jsonl").read_bytes() == before
     assert not [p for p in (tmp_path / "data/raw").iterdir() if p.name.startswith(".")]
 
 
 def test_bad_override_exits_2_naming_the_key(tmp_path):
-    result = runner.invoke(app, ["prepare", "--params", str(ROOT / "params.yaml"),
-                                 "-S", "rl.group_size=1"])  # fmt: skip
+    result = runner.invoke(
+        app, ["prepare", "--params", str(ROOT / "params.yaml"), "-S", "rl.group_size=1"]
+    )
     assert result.exit_code == 2
     assert "override 'rl.group_size=1': rl.group_size: expected an int >= 2, got 1" in (
         result.output
@@ -50,15 +71,17 @@ def test_bad_override_exits_2_naming_the_key(tmp_path):
 
 
 def test_params_show_resolves_overrides():
-    result = runner.invoke(app, ["params", "show", "--params", str(ROOT / "params.yaml"),
-                                 "-S", "sft_mm.alpha=0.5"])  # fmt: skip
+    result = runner.invoke(
+        app, ["params", "show", "--params", str(ROOT / "params.yaml"), "-S", "sft_mm.alpha=0.5"]
+    )
     assert result.exit_code == 0
     assert json.loads(result.output)["sft_mm"]["alpha"] == 0.5
 
 
 def test_bad_synth_arguments_exit_1_without_output(tmp_path):
-    result = runner.invoke(app, ["data", "synth", "--kind", "audio", "--n", "3",
-                                 "--out", str(tmp_path / "x")])  # fmt: skip
+    result = runner.invoke(
+        app, ["data", "synth", "--kind", "audio", "--n", "3", "--out", str(tmp_path / "x")]
+    )
     assert result.exit_code == 1 and "--kind must be 'visual' or 'text'" in result.output
     assert not (tmp_path / "x").exists()
 

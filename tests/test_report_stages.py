@@ -27,10 +27,14 @@ def write(path: str, data) -> None:
 
 
 def test_checkpoint_rows_in_pipeline_order_with_log10_vas(params):
-    write(params.rl.metrics, {"checkpoints": [{"step": 10, "heldout/vas": 1000.0,
-                                                "heldout/accuracy": 0.5}]})  # fmt: skip
-    write(params.base.metrics, {"checkpoints": [{"step": 500, "heldout/vas": None,
-                                                  "heldout/accuracy": 0.25}]})  # fmt: skip
+    write(
+        params.rl.metrics,
+        {"checkpoints": [{"step": 10, "heldout/vas": 1000.0, "heldout/accuracy": 0.5}]},
+    )
+    write(
+        params.base.metrics,
+        {"checkpoints": [{"step": 500, "heldout/vas": None, "heldout/accuracy": 0.25}]},
+    )
     rows = vas.checkpoint_rows(params)  # sft_mm and coldstart_text have no file: skipped
     assert [(r["stage"], r["step"]) for r in rows] == [("base", 500), ("rl", 10)]
     assert rows[0]["log10_vas"] is None and rows[1]["log10_vas"] == pytest.approx(3.0)

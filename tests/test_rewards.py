@@ -36,14 +36,19 @@ def test_visual_reward_is_gated_vas(tiny_model, processor, visual_jsonl):
     right = [f"<think>\nlooked\n</think>\n<answer>{r['answer']}</answer>" for r in records]
     completions = [right[0], "<answer>wrong</answer>", right[2]]
     reward = VisualReward(tiny_model, processor, layers="1-3", batch_size=2)
-    values = reward(prompts, completions, answer=[r["answer"] for r in records],
-                    answer_type=[r["answer_type"] for r in records],
-                    choices=[r["choices"] for r in records])  # fmt: skip
+    values = reward(
+        prompts,
+        completions,
+        answer=[r["answer"] for r in records],
+        answer_type=[r["answer_type"] for r in records],
+        choices=[r["choices"] for r in records],
+    )
     assert values[1] == 0.0  # wrong answer: no visual reward
     # The same completions measured by `avar vas`'s code path.
     as_records = [dict(r, response=c) for r, c in zip(records, completions, strict=True)]
-    report = measure_vas(tiny_model, processor, as_records, root,
-                         VasSettings(layers="1-3", batch_size=3))  # fmt: skip
+    report = measure_vas(
+        tiny_model, processor, as_records, root, VasSettings(layers="1-3", batch_size=3)
+    )
     expected = [s["vas"] for s in report["samples"]]
     assert values[0] == pytest.approx(expected[0], rel=1e-5) and values[0] > 0
     assert values[2] == pytest.approx(expected[2], rel=1e-5)

@@ -102,8 +102,13 @@ def test_matches_transformers_processor_output(processor, multi_image_chat):
         messages, tokenize=True, return_dict=True, return_tensors="pt"
     )
     batch = collate(processor, [encode(processor, messages)])
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values",
-                "image_grid_thw"):  # fmt: skip
+    for key in (
+        "input_ids",
+        "attention_mask",
+        "mm_token_type_ids",
+        "pixel_values",
+        "image_grid_thw",
+    ):
         assert torch.equal(batch[key], reference[key]), key
 
 
@@ -131,8 +136,9 @@ def test_padded_batch_keeps_each_sequence(processor, side, multi_image_chat):
 
 def test_left_padded_forward_matches_unpadded(processor, tiny_model, visual_jsonl):
     records = read_jsonl(visual_jsonl)[:3]
-    conversations = [to_messages(r, visual_jsonl.parent, "Look.", with_response=False)
-                     for r in records]  # fmt: skip
+    conversations = [
+        to_messages(r, visual_jsonl.parent, "Look.", with_response=False) for r in records
+    ]
     batch = encode_batch(processor, conversations, "left", add_generation_prompt=True)
     batch.pop("segment_ids"), batch.pop("labels")
     with torch.no_grad():

@@ -102,10 +102,12 @@ def test_new_data_under_the_same_path_starts_over(project, caplog):
     data.parent.mkdir(parents=True, exist_ok=True)
     lines = (project / "data/raw/text/data.jsonl").read_text().splitlines(keepends=True)
     data.write_text("".join(lines))
-    sets = [f"coldstart_text.data={data}",
-            f"coldstart_text.checkpoint_dir={project}/checkpoints/changing",
-            f"coldstart_text.out_dir={project}/models/changing",
-            f"coldstart_text.metrics={project}/metrics/changing.json"]  # fmt: skip
+    sets = [
+        f"coldstart_text.data={data}",
+        f"coldstart_text.checkpoint_dir={project}/checkpoints/changing",
+        f"coldstart_text.out_dir={project}/models/changing",
+        f"coldstart_text.metrics={project}/metrics/changing.json",
+    ]
     params = load_params(ROOT / "params.yaml", small_overrides(project) + sets)
     caplog.set_level(logging.INFO, logger="avar")
     coldstart_text.run(params)

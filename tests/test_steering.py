@@ -20,8 +20,11 @@ S = Segment
 
 def test_steer_one_decode_row_by_hand():
     # Prompt of 3 keys (system, image, user text); one generated key; decode row at 3.
-    steering = Steering(InterventionSpec(0.5, "0-0", beta=0.25),
-                        torch.tensor([[S.SYSTEM, S.IMAGE, S.USER_TEXT]]), n_layers=1)  # fmt: skip
+    steering = Steering(
+        InterventionSpec(0.5, "0-0", beta=0.25),
+        torch.tensor([[S.SYSTEM, S.IMAGE, S.USER_TEXT]]),
+        n_layers=1,
+    )
     query = torch.ones(1, 1, 1, 1)  # [B, H, Tq=1, D=1]
     key = torch.tensor([1.0, -1.0, 0.5, 2.0]).reshape(1, 1, 4, 1)
     value = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 4, 1)
@@ -57,8 +60,13 @@ def test_cached_decoding_equals_teacher_forced_steering(tiny_model, processor, v
     spec = InterventionSpec(2.0, "1-3", beta=0.5)
     batch = encode_batch(processor, prompts(visual_jsonl), "left", add_generation_prompt=True)
     with torch.no_grad(), steer(tiny_model, spec, batch["segment_ids"]):
-        out = tiny_model.generate(**model_inputs(batch), max_new_tokens=5, do_sample=False,
-                                  output_scores=True, return_dict_in_generate=True)  # fmt: skip
+        out = tiny_model.generate(
+            **model_inputs(batch),
+            max_new_tokens=5,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
     decoded = torch.stack(out.scores, dim=1)  # [B, 5, V]: logits for each new token
     n_prompt = batch["input_ids"].shape[1]
     n_new = out.sequences.shape[1] - n_prompt
@@ -93,14 +101,17 @@ def test_steering_raises_image_mass(tiny_model, processor, visual_jsonl):
     assert torch.allclose(image_mass(InterventionSpec(0.0, "0-1")), plain)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("alpha=0.2", "missing layers"),
-    ("alpha=x,layers=1-2", "must be numbers"),
-    ("alpha=0.2,layers=all", "not 'all'"),
-    ("alpha=0.2,layers=3-1", "layer range"),
-    ("gamma=1,alpha=0.2,layers=1-2", "got 'gamma=1'"),
-    ("alpha=-1,layers=1-2", ">= 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("alpha=0.2", "missing layers"),
+        ("alpha=x,layers=1-2", "must be numbers"),
+        ("alpha=0.2,layers=all", "not 'all'"),
+        ("alpha=0.2,layers=3-1", "layer range"),
+        ("gamma=1,alpha=0.2,layers=1-2", "got 'gamma=1'"),
+        ("alpha=-1,layers=1-2", ">= 0"),
+    ],
+)
 def test_bad_intervention_specs(text, problem):
     with pytest.raises(ValueError, match=problem):
         parse_intervention(text)

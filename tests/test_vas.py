@@ -41,10 +41,12 @@ def test_vas_is_nan_without_system_mass():
     assert math.isnan(vas_per_layer(masses)[0, 1].item())
 
 
-SEGMENTS = torch.tensor([
-    [S.SYSTEM, S.IMAGE, S.RESPONSE],
-    [S.SYSTEM, S.USER_TEXT, S.RESPONSE],  # text only: no image keys
-])  # fmt: skip
+SEGMENTS = torch.tensor(
+    [
+        [S.SYSTEM, S.IMAGE, S.RESPONSE],
+        [S.SYSTEM, S.USER_TEXT, S.RESPONSE],  # text only: no image keys
+    ]
+)
 
 
 def test_enhance_image_loss_by_hand():
@@ -82,15 +84,35 @@ def test_attention_guided_loss_combines_and_pushes_the_right_way():
     total, stats = attention_guided_loss(torch.tensor(2.0), masses, segments, 0.15, 0.15)
     expected = 2.0 + 0.15 * -math.log(0.2 + 1e-6) + 0.15 * math.log(0.4 + 1e-6)
     assert total.item() == pytest.approx(expected, rel=1e-6)
-    assert set(stats) == {"loss", "loss_lm", "loss_enhance_img", "loss_suppress_sys",
-                          "image_mass", "system_mass"}  # fmt: skip
+    assert set(stats) == {
+        "loss",
+        "loss_lm",
+        "loss_enhance_img",
+        "loss_suppress_sys",
+        "image_mass",
+        "system_mass",
+    }
     total.backward()
     assert image.grad.item() < 0 < system.grad.item()  # descent raises image, lowers system
 
 
 def run_vas(tiny_dir, visual_jsonl, out, *extra):
-    args = ["vas", "--model", str(tiny_dir), "--data", str(visual_jsonl), "--out", str(out),
-            "--limit", "12", "--batch-size", "5", "--params", PARAMS, *extra]  # fmt: skip
+    args = [
+        "vas",
+        "--model",
+        str(tiny_dir),
+        "--data",
+        str(visual_jsonl),
+        "--out",
+        str(out),
+        "--limit",
+        "12",
+        "--batch-size",
+        "5",
+        "--params",
+        PARAMS,
+        *extra,
+    ]
     result = CliRunner().invoke(app, args)
     return result, (json.loads(out.read_text()) if out.exists() else None)
 
@@ -112,8 +134,17 @@ def test_vas_cli_efficient_agrees_with_eager(tiny_dir, visual_jsonl, tmp_path):
 
 
 def test_vas_cli_generates_with_intervention(tiny_dir, visual_jsonl, tmp_path):
-    args = ("--generate", "--max-new-tokens", "6", "--intervene", "alpha=0.5,layers=1-2",
-            "--layers", "1-3", "--queries", "last")  # fmt: skip
+    args = (
+        "--generate",
+        "--max-new-tokens",
+        "6",
+        "--intervene",
+        "alpha=0.5,layers=1-2",
+        "--layers",
+        "1-3",
+        "--queries",
+        "last",
+    )
     result, report = run_vas(tiny_dir, visual_jsonl, tmp_path / "g.json", *args)
     assert result.exit_code == 0, result.output
     assert report["layers"] == [1, 2, 3] and len(report["vas_per_layer"]) == 3
@@ -122,12 +153,15 @@ def test_vas_cli_generates_with_intervention(tiny_dir, visual_jsonl, tmp_path):
     assert report["settings"]["queries"] == "last"
 
 
-@pytest.mark.parametrize("extra, message", [
-    (("--layers", "0-9"), "the model has layers 0-3"),
-    (("--intervene", "alpha=1"), "missing layers"),
-    (("--impl", "eager", "--intervene", "alpha=1,layers=0-1"), "does not apply"),
-    (("--queries", "images"), "queries must be one of"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--layers", "0-9"), "the model has layers 0-3"),
+        (("--intervene", "alpha=1"), "missing layers"),
+        (("--impl", "eager", "--intervene", "alpha=1,layers=0-1"), "does not apply"),
+        (("--queries", "images"), "queries must be one of"),
+    ],
+)
 def test_vas_cli_bad_options(tiny_dir, visual_jsonl, tmp_path, extra, message):
     result, report = run_vas(tiny_dir, visual_jsonl, tmp_path / "bad.json", *extra)
     assert result.exit_code == 1

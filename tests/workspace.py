@@ -15,12 +15,18 @@ SMALL = {
     "base": {"max_steps": 3, "batch_size": 4, "save_steps": 2, "heldout": 8},
     "coldstart_text": {"max_steps": 2, "batch_size": 4, "save_steps": 2},
     "sft_mm": {"max_steps": 2, "batch_size": 4, "save_steps": 2},
-    "rl": {"max_steps": 2, "batch_size": 2, "group_size": 2, "save_steps": 1,
-           "max_completion_tokens": 12, "learning_rate": 1.0e-3},
+    "rl": {
+        "max_steps": 2,
+        "batch_size": 2,
+        "group_size": 2,
+        "save_steps": 1,
+        "max_completion_tokens": 12,
+        "learning_rate": 1.0e-3,
+    },
     "checkpoint_eval": {"limit": 4, "max_new_tokens": 12},
     "eval": {"limit": 4, "max_new_tokens": 16},
     "orchestrate": {"retries": 0},
-}  # fmt: skip
+}
 
 
 def merge(into: dict, changes: dict) -> dict:
@@ -35,10 +41,16 @@ def merge(into: dict, changes: dict) -> dict:
 def copy_project(dest: Path, changes: dict | None = None) -> Path:
     """The project's files (as git sees them, uncommitted ones too) in a new git repo at
     `dest`, params.yaml merged with SMALL and `changes`."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file() and not name.startswith("tests/"):

@@ -36,9 +36,15 @@ class AttentionMap:
 
 
 def attention_map(
-    model, processor, record, root, system_prompt=None, layers="all", response=None,
+    model,
+    processor,
+    record,
+    root,
+    system_prompt=None,
+    layers="all",
+    response=None,
     intervention=None,
-):  # fmt: skip
+):
     """The attention map of one record, teacher-forced on its (or the given) response."""
     if not record["images"]:
         raise ValueError(f"record {record['id']!r} has no image to draw attention over")
@@ -77,8 +83,9 @@ def draw(amap: AttentionMap, out: str | Path) -> Path:
     left, right = figure.subplots(1, 2, width_ratios=[1, 1.3])
     width, height = amap.image.size
     left.imshow(amap.image)
-    shown = left.imshow(amap.heat, cmap="inferno", alpha=0.55, extent=(0, width, height, 0),
-                        interpolation="nearest")  # fmt: skip
+    shown = left.imshow(
+        amap.heat, cmap="inferno", alpha=0.55, extent=(0, width, height, 0), interpolation="nearest"
+    )
     figure.colorbar(shown, ax=left, shrink=0.8, label="share of response attention per patch")
     left.set_title(f"response -> image ({amap.heat.sum():.1%} of attention)")
     left.axis("off")
@@ -90,8 +97,9 @@ def draw(amap: AttentionMap, out: str | Path) -> Path:
     right.set_ylim(0, 1.35 * max(np.nanmax(amap.vas_per_layer), 1e-6))  # room for the legend
     masses = right.twinx()
     masses.plot(positions, amap.image_mass_per_layer, "o-", color="tab:orange", label="image mass")
-    masses.plot(positions, amap.system_mass_per_layer, "s--", color="tab:green",
-                label="system mass")  # fmt: skip
+    masses.plot(
+        positions, amap.system_mass_per_layer, "s--", color="tab:green", label="system mass"
+    )
     masses.set_ylabel("attention mass")
     masses.set_ylim(0, 1.35 * max(amap.image_mass_per_layer + amap.system_mass_per_layer))
     handles = right.get_legend_handles_labels()[0] + masses.get_legend_handles_labels()[0]

@@ -92,10 +92,13 @@ def measure_vas(model, processor, records, root, settings: VasSettings, system_p
     responses = None
     if settings.generate:
         responses = generate(
-            model, processor, prompts(records, root, system_prompt), settings.max_new_tokens,
+            model,
+            processor,
+            prompts(records, root, system_prompt),
+            settings.max_new_tokens,
             settings.batch_size,
             settings.intervene,
-        )  # fmt: skip
+        )
     chats = conversations(records, root, system_prompt, responses)
     masses = chat_masses(model, processor, chats, settings, progress=True)
     n_layers = len(decoder_attention(model))

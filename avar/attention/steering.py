@@ -72,8 +72,9 @@ class Steering:
                 continue
             q = query[b, :, rows].float().reshape(kv_heads, heads // kv_heads, len(rows), dim)
             allowed = allowed_keys(attention_mask, b, rows, q_len, kv_len)  # [R, T]
-            probs = row_probabilities(q, key[b].float(), allowed, scaling, self.adjust_for(b),
-                                      positions[rows])  # fmt: skip
+            probs = row_probabilities(
+                q, key[b].float(), allowed, scaling, self.adjust_for(b), positions[rows]
+            )
             steered = torch.matmul(probs, value[b].float()[:, None])  # [Hkv, G, R, D]
             output[b, rows] = steered.reshape(heads, len(rows), dim).transpose(0, 1).to(output)
         return output

@@ -159,8 +159,19 @@ class BaseConfig(TrainConfig):
         )
 
 
-SOURCE_FIELDS = ("id", "question", "answer", "answer_type", "choices", "images", "image",
-                 "category", "difficulty", "solution", "response")  # fmt: skip
+SOURCE_FIELDS = (
+    "id",
+    "question",
+    "answer",
+    "answer_type",
+    "choices",
+    "images",
+    "image",
+    "category",
+    "difficulty",
+    "solution",
+    "response",
+)
 
 
 @dataclass
@@ -182,8 +193,12 @@ class SourceConfig:
 
     def check(self, key: str) -> None:
         _require(bool(self.name.strip()), f"{key}.name", "a non-empty name", self.name)
-        _require(self.path.endswith((".jsonl", ".parquet")), f"{key}.path",
-                 "a .jsonl or .parquet file", self.path)  # fmt: skip
+        _require(
+            self.path.endswith((".jsonl", ".parquet")),
+            f"{key}.path",
+            "a .jsonl or .parquet file",
+            self.path,
+        )
         unknown = sorted(set(self.columns) - set(SOURCE_FIELDS))
         _require(not unknown, f"{key}.columns", f"keys from {list(SOURCE_FIELDS)}", unknown)
 
@@ -217,12 +232,17 @@ class TeacherConfig:
         if self.kind != "none":
             _require(bool(self.model), f"{key}.model", "a model name", self.model)
         if self.kind == "http":
-            _require(self.url.startswith(("http://", "https://")), f"{key}.url",
-                     "an http(s) URL", self.url)  # fmt: skip
+            _require(
+                self.url.startswith(("http://", "https://")),
+                f"{key}.url",
+                "an http(s) URL",
+                self.url,
+            )
         _require(self.retries >= 0, f"{key}.retries", "an int >= 0", self.retries)
         _require(self.workers >= 1, f"{key}.workers", "an int >= 1", self.workers)
-        _require(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "an int >= 1",
-                 self.max_new_tokens)  # fmt: skip
+        _require(
+            self.max_new_tokens >= 1, f"{key}.max_new_tokens", "an int >= 1", self.max_new_tokens
+        )
 
 
 def _default_sources() -> list[SourceConfig]:
@@ -258,10 +278,18 @@ class CurateConfig:
         for name in ("eval_fraction", "rl_fraction"):
             value = getattr(self, name)
             _require(0.0 < value < 1.0, f"{key}.{name}", "a float in (0, 1)", value)
-        _require(0.0 <= self.reflection_rate <= 1.0, f"{key}.reflection_rate",
-                 "a float in [0, 1]", self.reflection_rate)  # fmt: skip
-        _require(self.max_response_tokens >= 1, f"{key}.max_response_tokens", "an int >= 1",
-                 self.max_response_tokens)  # fmt: skip
+        _require(
+            0.0 <= self.reflection_rate <= 1.0,
+            f"{key}.reflection_rate",
+            "a float in [0, 1]",
+            self.reflection_rate,
+        )
+        _require(
+            self.max_response_tokens >= 1,
+            f"{key}.max_response_tokens",
+            "an int >= 1",
+            self.max_response_tokens,
+        )
         _require(bool(self.sources), f"{key}.sources", "a non-empty list", self.sources)
         names = [source.name for source in self.sources]
         for index, source in enumerate(self.sources):
@@ -479,18 +507,26 @@ class OrchestrateConfig:
     """Where the workspace is mounted in the container."""
     env: list[str] = field(
         default_factory=lambda: [
-            "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "HF_TOKEN", "AVAR_PARENT_RUN_ID",
+            "MLFLOW_TRACKING_URI",
+            "MLFLOW_S3_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "HF_TOKEN",
+            "AVAR_PARENT_RUN_ID",
         ]
-    )  # fmt: skip
+    )
     """Environment variables passed through to the container when set."""
 
     def check(self, key: str) -> None:
         _require(self.retries >= 0, f"{key}.retries", "an int >= 0", self.retries)
-        _require(self.retry_delay_s >= 0, f"{key}.retry_delay_s", "an int >= 0",
-                 self.retry_delay_s)  # fmt: skip
-        _require(self.gpus == "all" or self.gpus.isdigit(), f"{key}.gpus",
-                 "`all` or a GPU count", self.gpus)  # fmt: skip
+        _require(self.retry_delay_s >= 0, f"{key}.retry_delay_s", "an int >= 0", self.retry_delay_s)
+        _require(
+            self.gpus == "all" or self.gpus.isdigit(),
+            f"{key}.gpus",
+            "`all` or a GPU count",
+            self.gpus,
+        )
         _require(bool(self.image), f"{key}.image", "a non-empty image reference", "")
 
 

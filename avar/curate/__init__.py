@@ -52,15 +52,18 @@ class CurationReport:
         return {
             "sets": {name: len(rows) for name, rows in sets.items()},
             "sources": {
-                s: {"read": self.read[s], "kept": dict(self.kept[s]),
-                    "dropped": dict(self.dropped[s])}
+                s: {
+                    "read": self.read[s],
+                    "kept": dict(self.kept[s]),
+                    "dropped": dict(self.dropped[s]),
+                }
                 for s in sources
             },
             "dropped": dict(sum((self.dropped[s] for s in sources), Counter())),
             "examples": dict(self.examples),
             "teacher": teacher and {"cached": teacher.hits, "asked": teacher.misses},
             "seconds": round(seconds, 1),
-        }  # fmt: skip
+        }
 
 
 def dedup(candidates: list[Candidate], report: CurationReport) -> list[Candidate]:
@@ -100,8 +103,10 @@ def split(visual: list[Candidate], fraction: float, rng: random.Random):
     order = list(range(len(visual)))
     rng.shuffle(order)
     chosen = set(order[: round(fraction * len(visual))])
-    return ([c for i, c in enumerate(visual) if i in chosen],
-            [c for i, c in enumerate(visual) if i not in chosen])  # fmt: skip
+    return (
+        [c for i, c in enumerate(visual) if i in chosen],
+        [c for i, c in enumerate(visual) if i not in chosen],
+    )
 
 
 def trace_mode(c: Candidate, mode: str, has_teacher: bool) -> str:
@@ -121,8 +126,10 @@ def write_traces(sft, modes: dict[str, str], cfg, teacher, report: CurationRepor
             c.record["response"] = scene_trace(c.record, rng, cfg.reflection_rate)
         elif mode == "teacher":
             if teacher is None:
-                raise ValueError(f"curate source {c.source!r} asks for teacher traces; "
-                                 "set curate.teacher.kind to http or local")  # fmt: skip
+                raise ValueError(
+                    f"curate source {c.source!r} asks for teacher traces; "
+                    "set curate.teacher.kind to http or local"
+                )
             asked.append(c)
             continue
         else:
@@ -135,10 +142,13 @@ def write_traces(sft, modes: dict[str, str], cfg, teacher, report: CurationRepor
                 report.drop(c.source, "teacher_error", c.where, "the teacher did not answer")
             elif not format_reward([text])[0]:
                 report.drop(c.source, "bad_format", c.where, text[:120])
-            elif not grade(text, c.record["answer"], c.record["answer_type"],
-                           c.record["choices"]):  # fmt: skip
-                report.drop(c.source, "wrong_answer", c.where,
-                            f"expected {c.record['answer']}: {text[-80:]}")  # fmt: skip
+            elif not grade(text, c.record["answer"], c.record["answer_type"], c.record["choices"]):
+                report.drop(
+                    c.source,
+                    "wrong_answer",
+                    c.where,
+                    f"expected {c.record['answer']}: {text[-80:]}",
+                )
             else:
                 c.record["response"] = text
                 kept.append(c)
@@ -189,8 +199,10 @@ def curate(params: Params, tokenizer) -> dict:
     pools: dict[str, list[Candidate]] = {"train": [], "eval": []}
     modes = {}
     for source in cfg.sources:
-        rows = read_source(source, lambda reason, where, detail, s=source.name:
-                           report.drop(s, reason, where, detail))  # fmt: skip
+        rows = read_source(
+            source,
+            lambda reason, where, detail, s=source.name: report.drop(s, reason, where, detail),
+        )
         report.read[source.name] += len(rows) + sum(report.dropped[source.name].values())
         pools[source.split] += rows
         modes[source.name] = source.traces

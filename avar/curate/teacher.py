@@ -80,8 +80,12 @@ class HttpTeacher:
 
     def payload(self, chat: list[dict]) -> dict:
         cfg = self.cfg
-        return {"model": cfg.model, "messages": openai_messages(chat),
-                "max_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}  # fmt: skip
+        return {
+            "model": cfg.model,
+            "messages": openai_messages(chat),
+            "max_tokens": cfg.max_new_tokens,
+            "temperature": cfg.temperature,
+        }
 
     def complete(self, chats: list[list[dict]]) -> list[str]:
         return [self._post(self.payload(chat)) for chat in chats]
@@ -108,8 +112,9 @@ class HttpTeacher:
                     f"{self.endpoint}: {reason} after {attempt + 1} attempts"
                 ) from None
             delay = self.cfg.backoff * 2**attempt * (1 + 0.1 * random.random())
-            log.warning("teacher: %s; retry %d/%d in %.1f s", reason, attempt + 1,
-                        self.cfg.retries, delay)  # fmt: skip
+            log.warning(
+                "teacher: %s; retry %d/%d in %.1f s", reason, attempt + 1, self.cfg.retries, delay
+            )
             self.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -133,8 +138,12 @@ class LocalTeacher:
 
     def payload(self, chat: list[dict]) -> dict:
         messages = openai_messages(chat)  # images as data URLs: a stable cache key
-        return {"model": self.cfg.model, "messages": messages,
-                "max_tokens": self.cfg.max_new_tokens, "local": True}  # fmt: skip
+        return {
+            "model": self.cfg.model,
+            "messages": messages,
+            "max_tokens": self.cfg.max_new_tokens,
+            "local": True,
+        }
 
     def complete(self, chats: list[list[dict]]) -> list[str]:
         from avar.generate import generate
@@ -174,8 +183,13 @@ class CachedTeacher:
             ThreadPoolExecutor(self.workers) as pool,
         ):
             asked = {pool.submit(self.teacher.complete, [chats[i]]): i for i in todo}
-            for future in tqdm(as_completed(asked), total=len(asked), desc="teacher",
-                               unit="trace", disable=not asked):  # fmt: skip
+            for future in tqdm(
+                as_completed(asked),
+                total=len(asked),
+                desc="teacher",
+                unit="trace",
+                disable=not asked,
+            ):
                 index = asked[future]
                 try:
                     (response,) = future.result()

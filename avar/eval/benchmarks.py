@@ -104,8 +104,9 @@ def mathvista(row: dict, path: Path, number: int) -> dict:
         answer = letter_of(answer, options, path, number)
     elif row.get("unit"):
         question = f"{question} (unit: {row['unit']})"
-    return sample(row.get("pid", number), question, answer, [image], category,
-                  options if multi else ())  # fmt: skip
+    return sample(
+        row.get("pid", number), question, answer, [image], category, options if multi else ()
+    )
 
 
 def mathvision(row: dict, path: Path, number: int) -> dict:
@@ -129,8 +130,14 @@ def mathverse(row: dict, path: Path, number: int) -> dict | None:
     image = _image_column(row, path, number, "image", "decoded_image")
     letter = row.get("question_type") == "multi-choice"
     category = (row.get("metadata") or {}).get("subject")
-    return sample(row.get("sample_index", number), question, field(row, "answer", path, number),
-                  [image], category, letter=letter)  # fmt: skip
+    return sample(
+        row.get("sample_index", number),
+        question,
+        field(row, "answer", path, number),
+        [image],
+        category,
+        letter=letter,
+    )
 
 
 def _mmmu_images(row: dict, path: Path, number: int) -> list:
@@ -155,8 +162,9 @@ def mmmu(row: dict, path: Path, number: int) -> dict:
     if multi:
         answer = letter_of(answer, options, path, number)
     subject = row.get("subject") or "_".join(str(row_id).split("_")[1:-1])
-    return sample(row_id, question, answer, _mmmu_images(row, path, number), subject,
-                  options if multi else ())  # fmt: skip
+    return sample(
+        row_id, question, answer, _mmmu_images(row, path, number), subject, options if multi else ()
+    )
 
 
 def mmmu_pro(row: dict, path: Path, number: int) -> dict:
@@ -167,8 +175,14 @@ def mmmu_pro(row: dict, path: Path, number: int) -> dict:
     options = _options(field(row, "options", path, number), path, number)
     answer = letter_of(field(row, "answer", path, number), options, path, number)
     image = _image_column(row, path, number, "image")
-    return sample(field(row, "id", path, number), "Answer the question in the image.", answer,
-                  [image], row.get("subject"), options)  # fmt: skip
+    return sample(
+        field(row, "id", path, number),
+        "Answer the question in the image.",
+        answer,
+        [image],
+        row.get("subject"),
+        options,
+    )
 
 
 def mmstar(row: dict, path: Path, number: int) -> dict:
@@ -179,10 +193,17 @@ def mmstar(row: dict, path: Path, number: int) -> dict:
     answer = field(row, "answer", path, number)
     image = _image_column(row, path, number, "image")
     if options:
-        return sample(row.get("index", number), question, letter_of(answer, options, path, number),
-                      [image], row.get("category"), options)  # fmt: skip
-    return sample(row.get("index", number), question, answer, [image], row.get("category"),
-                  letter=True)  # fmt: skip
+        return sample(
+            row.get("index", number),
+            question,
+            letter_of(answer, options, path, number),
+            [image],
+            row.get("category"),
+            options,
+        )
+    return sample(
+        row.get("index", number), question, answer, [image], row.get("category"), letter=True
+    )
 
 
 def hallusionbench(row: dict, path: Path, number: int) -> dict:
@@ -197,12 +218,19 @@ def hallusionbench(row: dict, path: Path, number: int) -> dict:
         filename = row.get("filename")
         images = [decode_image(filename, path.parent, path, number)] if filename else []
         category = "/".join(str(row[k]) for k in ("category", "subcategory") if row.get(k))
-        row_id = "_".join(str(row.get(k, "")) for k in ("category", "subcategory", "set_id",
-                                                         "figure_id", "question_id"))  # fmt: skip
+        row_id = "_".join(
+            str(row.get(k, ""))
+            for k in ("category", "subcategory", "set_id", "figure_id", "question_id")
+        )
         return sample(row_id, question, answer, images, category)
     images = [decode_image(row["image"], path.parent, path, number)] if row.get("image") else []
-    return sample(row.get("index", number), question, field(row, "answer", path, number),
-                  images, row.get("category"))  # fmt: skip
+    return sample(
+        row.get("index", number),
+        question,
+        field(row, "answer", path, number),
+        images,
+        row.get("category"),
+    )
 
 
 def synthetic(row: dict, path: Path, number: int) -> dict:
@@ -265,7 +293,7 @@ BENCHMARKS = {
             "`avar prepare` (data/raw/heldout) or `avar stage curate` (data/curated/eval)",
             synthetic,
         ),
-    )  # fmt: skip
+    )
 }
 
 

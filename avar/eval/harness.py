@@ -36,12 +36,19 @@ class Answers:
         """One row per question: its answer, the model's response and final answer, grade."""
         vas = self.vas["samples"] if self.vas else [{}] * len(self.records)
         return [
-            {"id": r["id"], "category": r["category"], "answer": r["answer"],
-             "response": text, "extracted": extract_answer(text), "correct": ok,
-             **{k: v for k, v in sample.items() if k != "id"}}
-            for r, text, ok, sample in zip(self.records, self.responses, self.correct, vas,
-                                           strict=True)
-        ]  # fmt: skip
+            {
+                "id": r["id"],
+                "category": r["category"],
+                "answer": r["answer"],
+                "response": text,
+                "extracted": extract_answer(text),
+                "correct": ok,
+                **{k: v for k, v in sample.items() if k != "id"},
+            }
+            for r, text, ok, sample in zip(
+                self.records, self.responses, self.correct, vas, strict=True
+            )
+        ]
 
 
 def answer(
@@ -65,12 +72,14 @@ def answer(
     was_training = model.training
     model.eval()
     try:
-        responses = generate(model, processor, prompts, max_new_tokens, batch_size,
-                             intervention, progress=progress)  # fmt: skip
+        responses = generate(
+            model, processor, prompts, max_new_tokens, batch_size, intervention, progress=progress
+        )
         vas = None
         if with_vas:
-            settings = VasSettings(queries="response", layers=layers, intervene=intervention,
-                                   batch_size=8)  # fmt: skip
+            settings = VasSettings(
+                queries="response", layers=layers, intervene=intervention, batch_size=8
+            )
             replies = [[{"role": "assistant", "content": text}] for text in responses]
             chats = [p + r for p, r in zip(prompts, replies, strict=True)]
             masses = chat_masses(model, processor, chats, settings)

@@ -39,9 +39,11 @@ class Reevaluation:
     def line(self) -> str:
         verdict = "; ".join(self.regressions) if self.regressed else "no regression"
         verdict = f"REGRESSION: {verdict}" if self.regressed else verdict
-        return (f"reevaluate: champion v{self.version} {self.metric} {_fmt(self.score)} "
-                f"(registered {_fmt(self.registered_score)}, base {_fmt(self.base_score)}): "
-                f"{verdict}")  # fmt: skip
+        return (
+            f"reevaluate: champion v{self.version} {self.metric} {_fmt(self.score)} "
+            f"(registered {_fmt(self.registered_score)}, base {_fmt(self.base_score)}): "
+            f"{verdict}"
+        )
 
 
 def _fmt(value: float | None) -> str:
@@ -72,13 +74,17 @@ def reevaluate(params: Params, workspace: str | Path = ".") -> Reevaluation:
         if (base_dir / "config.json").is_file():
             models["base"] = str(base_dir)
         else:
-            log.warning("no base model at %s: the champion is compared with its registration only",
-                        base_dir)  # fmt: skip
+            log.warning(
+                "no base model at %s: the champion is compared with its registration only", base_dir
+            )
         reports = {
-            name: summary(evaluate(EvalRequest(path, cfg.benches, cfg.data_dir, cfg.limit, "",
-                                               cfg.vas), params))
+            name: summary(
+                evaluate(
+                    EvalRequest(path, cfg.benches, cfg.data_dir, cfg.limit, "", cfg.vas), params
+                )
+            )
             for name, path in models.items()
-        }  # fmt: skip
+        }
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if tags.get(METRIC_TAG, metric) != metric:
@@ -86,9 +92,15 @@ def reevaluate(params: Params, workspace: str | Path = ".") -> Reevaluation:
     registered = float(tags[SCORE_TAG]) if SCORE_TAG in tags else None
     score = reports["champion"]["metrics"].get(metric)
     base = reports["base"]["metrics"].get(metric) if "base" in reports else None
-    result = Reevaluation(version, metric, registered, score, base,
-                          regressions(score, registered, base, params.reevaluate.tolerance),
-                          reports=reports)  # fmt: skip
+    result = Reevaluation(
+        version,
+        metric,
+        registered,
+        score,
+        base,
+        regressions(score, registered, base, params.reevaluate.tolerance),
+        reports=reports,
+    )
     result.run_id = log_evaluation(params, result, workspace)
     write_json(Path(workspace) / params.reevaluate.out, asdict(result))
     if result.regressed:

@@ -41,7 +41,7 @@ def chats(samples: list[dict], system_prompt: str | None) -> list[list[dict]]:
             {"role": "user", "content": content + [{"type": "text", "text": s["question"]}]}
         )
         prompts.append(messages)
-    return prompts  # fmt: skip
+    return prompts
 
 
 def bench_folder(name: str, data_dir: Path, params: Params, scratch: Path) -> Path:
@@ -59,8 +59,9 @@ def bench_folder(name: str, data_dir: Path, params: Params, scratch: Path) -> Pa
 
     cfg = params.data.heldout
     log.info("synthetic: %s not found; generating %d held-out questions", heldout, cfg.n)
-    return synthesize("visual", cfg.n, cfg.seed, scratch / "synthetic",
-                      params.data.image_size, prefix="heldout").parent  # fmt: skip
+    return synthesize(
+        "visual", cfg.n, cfg.seed, scratch / "synthetic", params.data.image_size, prefix="heldout"
+    ).parent
 
 
 def evaluate(request: EvalRequest, params: Params) -> dict:
@@ -72,8 +73,10 @@ def evaluate(request: EvalRequest, params: Params) -> dict:
     cfg = params.eval
     results, metrics = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
-        folders = {b.name: bench_folder(b.name, Path(request.data_dir), params, Path(scratch))
-                   for b in benches}  # fmt: skip
+        folders = {
+            b.name: bench_folder(b.name, Path(request.data_dir), params, Path(scratch))
+            for b in benches
+        }
         samples = {b.name: list(load_samples(b, folders[b.name], request.limit)) for b in benches}
     model = load_model(request.model, params.model.device, params.model.dtype)
     processor = load_processor(request.model, params.model.min_pixels, params.model.max_pixels)
@@ -84,10 +87,17 @@ def evaluate(request: EvalRequest, params: Params) -> dict:
         start = time.monotonic()
         log.info("%s: %d samples", bench.name, len(items))
         answers = answer(
-            model, processor, chats(items, params.model.system_prompt), items,
-            cfg.max_new_tokens, cfg.batch_size, params.vas.layers, intervention,
-            with_vas=request.vas, progress=True,
-        )  # fmt: skip
+            model,
+            processor,
+            chats(items, params.model.system_prompt),
+            items,
+            cfg.max_new_tokens,
+            cfg.batch_size,
+            params.vas.layers,
+            intervention,
+            with_vas=request.vas,
+            progress=True,
+        )
         result = {
             "n": len(items),
             "accuracy": answers.accuracy(),
@@ -113,8 +123,9 @@ def evaluate(request: EvalRequest, params: Params) -> dict:
 
 
 def results_table(report: dict) -> Table:
-    title = f"{report['model']}" + (f" (intervention {report['intervention']})"
-                                     if report["intervention"] else "")  # fmt: skip
+    title = f"{report['model']}" + (
+        f" (intervention {report['intervention']})" if report["intervention"] else ""
+    )
     table = Table(title=title)
     for column in ("benchmark", "n", "accuracy", "VAS", "image mass", "system mass", "worst"):
         table.add_column(column, justify="left" if column in ("benchmark", "worst") else "right")

@@ -67,9 +67,13 @@ def run(params: Params) -> StageResult:
     heldout = perception_set(cfg.heldout, cfg.seed + PERCEPTION_SEED_OFFSET, width)
     system = model_cfg.system_prompt
     perception = ScoreSet(
-        "perception", [r for r, _ in heldout], perception_chats(heldout, system, False),
-        max_new_tokens=8, batch_size=64, layers=params.vas.layers,
-    )  # fmt: skip
+        "perception",
+        [r for r, _ in heldout],
+        perception_chats(heldout, system, False),
+        max_new_tokens=8,
+        batch_size=64,
+        layers=params.vas.layers,
+    )
     plan = StagePlan(
         name="base",
         cfg=cfg,
@@ -89,5 +93,7 @@ def chance_bar(records: list[dict]) -> dict[str, float]:
     per_category = majority_accuracy(records)
     counts = {c: sum(r["category"] == c for r in records) for c in per_category}
     overall = sum(per_category[c] * counts[c] for c in per_category) / len(records)
-    return {"perception/chance": overall,
-            **{f"perception/chance/{c}": v for c, v in per_category.items()}}  # fmt: skip
+    return {
+        "perception/chance": overall,
+        **{f"perception/chance/{c}": v for c, v in per_category.items()},
+    }

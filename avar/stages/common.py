@@ -19,9 +19,14 @@ def heldout_scores(params: Params) -> ScoreSet:
     if cfg.limit:
         records = records[: cfg.limit]
     return ScoreSet.from_records(
-        "heldout", records, root, params.model.system_prompt,
-        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, layers=params.vas.layers,
-    )  # fmt: skip
+        "heldout",
+        records,
+        root,
+        params.model.system_prompt,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        layers=params.vas.layers,
+    )
 
 
 def stage_model(params: Params, stage: str) -> str:

@@ -19,8 +19,10 @@ class CurateResult:
     def line(self) -> str:
         sets = ", ".join(f"{k} {v}" for k, v in self.report["sets"].items())
         dropped = ", ".join(f"{k} {v}" for k, v in sorted(self.report["dropped"].items()))
-        return (f"curate: {sets} rows in {self.report['seconds']:.0f} s; dropped: "
-                f"{dropped or 'none'} -> {self.out_dir}")  # fmt: skip
+        return (
+            f"curate: {sets} rows in {self.report['seconds']:.0f} s; dropped: "
+            f"{dropped or 'none'} -> {self.out_dir}"
+        )
 
 
 def tokenizer_dir(params: Params) -> str:

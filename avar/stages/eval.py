@@ -36,9 +36,11 @@ def summary(report: dict) -> dict:
     """A report without its per-sample rows."""
     return {
         "metrics": report["metrics"],
-        "benchmarks": {name: {k: v for k, v in result.items() if k != "samples"}
-                       for name, result in report["benchmarks"].items()},
-    }  # fmt: skip
+        "benchmarks": {
+            name: {k: v for k, v in result.items() if k != "samples"}
+            for name, result in report["benchmarks"].items()
+        },
+    }
 
 
 def run(params: Params) -> EvalResult:

@@ -15,8 +15,9 @@ class PrepareLine:
     records: int
 
     def line(self) -> str:
-        return (f"prepare: {self.records} records in {len(self.datasets)} sets, "
-                f"model {self.model_dir}")  # fmt: skip
+        return (
+            f"prepare: {self.records} records in {len(self.datasets)} sets, model {self.model_dir}"
+        )
 
 
 def run(params: Params) -> PrepareLine:

@@ -24,21 +24,29 @@ def prompt_rows(records, root, system_prompt) -> list[dict]:
     """One row per question: its prompt (chat up to the user turn) and what grades it."""
     chats = prompts(records, root, system_prompt)
     return [
-        {"prompt": chat, "answer": r["answer"], "answer_type": r["answer_type"],
-         "choices": r["choices"]}
+        {
+            "prompt": chat,
+            "answer": r["answer"],
+            "answer_type": r["answer_type"],
+            "choices": r["choices"],
+        }
         for chat, r in zip(chats, records, strict=True)
-    ]  # fmt: skip
+    ]
 
 
 def within_length(rows: list[dict], processor, max_tokens: int) -> list[dict]:
     """The rows whose prompt fits in `max_tokens` (longer ones are dropped, and counted)."""
     kept = [
-        row for row in rows
+        row
+        for row in rows
         if len(encode(processor, row["prompt"], add_generation_prompt=True).input_ids) <= max_tokens
-    ]  # fmt: skip
+    ]
     if len(kept) < len(rows):
-        log.warning("rl: dropped %d prompts longer than rl.max_prompt_tokens=%d",
-                    len(rows) - len(kept), max_tokens)  # fmt: skip
+        log.warning(
+            "rl: dropped %d prompts longer than rl.max_prompt_tokens=%d",
+            len(rows) - len(kept),
+            max_tokens,
+        )
     if not kept:
         raise ValueError(f"rl.max_prompt_tokens={max_tokens}: every prompt of rl.data is longer")
     return kept

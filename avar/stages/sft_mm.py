@@ -16,6 +16,7 @@ from avar.train.run import StageResult, train_stage
 
 def run(params: Params) -> StageResult:
     cfg = params.sft_mm
-    plan = sft_plan(params, "sft_mm", cfg.init_from, alpha=cfg.alpha, beta=cfg.beta,
-                    layers=cfg.layers)  # fmt: skip
+    plan = sft_plan(
+        params, "sft_mm", cfg.init_from, alpha=cfg.alpha, beta=cfg.beta, layers=cfg.layers
+    )
     return train_stage(plan, params)

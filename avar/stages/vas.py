@@ -31,8 +31,9 @@ class VasResult:
     checkpoints: list[dict]
 
     def line(self) -> str:
-        shown = ", ".join(f"{k} {v['vas']:.3g}" for k, v in self.stages.items()
-                          if v["vas"] is not None)  # fmt: skip
+        shown = ", ".join(
+            f"{k} {v['vas']:.3g}" for k, v in self.stages.items() if v["vas"] is not None
+        )
         n = len(self.checkpoints)
         return f"vas: {shown or 'no stage models'}; {n} checkpoints -> {self.out}"
 
@@ -51,12 +52,16 @@ def checkpoint_rows(params: Params) -> list[dict]:
         if not path.is_file():
             continue
         for row in json.loads(path.read_text()).get("checkpoints", []):
-            rows.append({
-                "stage": stage, "step": row["step"],
-                "vas": row.get("heldout/vas"), "accuracy": row.get("heldout/accuracy"),
-                "image_mass": row.get("heldout/image_mass"),
-                "system_mass": row.get("heldout/system_mass"),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "stage": stage,
+                    "step": row["step"],
+                    "vas": row.get("heldout/vas"),
+                    "accuracy": row.get("heldout/accuracy"),
+                    "image_mass": row.get("heldout/image_mass"),
+                    "system_mass": row.get("heldout/system_mass"),
+                }
+            )
     for row in rows:
         row["log10_vas"] = log10(row["vas"])
     return rows
@@ -72,8 +77,12 @@ def measure_stages(params: Params) -> dict[str, dict]:
 
     cfg = params.vas
     records, root = load_records(params.checkpoint_eval.data, params.checkpoint_eval.limit)
-    settings = VasSettings(queries=cfg.queries, layers=cfg.layers, impl=cfg.impl,
-                           batch_size=params.checkpoint_eval.batch_size)  # fmt: skip
+    settings = VasSettings(
+        queries=cfg.queries,
+        layers=cfg.layers,
+        impl=cfg.impl,
+        batch_size=params.checkpoint_eval.batch_size,
+    )
     measured = {}
     for stage, folder in stage_models(params).items():
         model = load_model(
@@ -84,8 +93,9 @@ def measure_stages(params: Params) -> dict[str, dict]:
         )
         processor = load_processor(folder, params.model.min_pixels, params.model.max_pixels)
         report = measure_vas(model, processor, records, root, settings, params.model.system_prompt)
-        measured[stage] = {k: report[k] for k in ("vas", "image_mass", "system_mass", "n",
-                                                  "vas_per_layer")}  # fmt: skip
+        measured[stage] = {
+            k: report[k] for k in ("vas", "image_mass", "system_mass", "n", "vas_per_layer")
+        }
         log.info("vas %s: %s", stage, report["vas"])
     return measured
 
@@ -101,13 +111,20 @@ def draw_plots(stages: dict[str, dict], checkpoints: list[dict], folder: Path) -
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for stage in TRAINING_STAGES:
-        points = [r for r in checkpoints if r["stage"] == stage and r["log10_vas"] is not None
-                  and r["accuracy"] is not None]  # fmt: skip
+        points = [
+            r
+            for r in checkpoints
+            if r["stage"] == stage and r["log10_vas"] is not None and r["accuracy"] is not None
+        ]
         if points:
-            left.scatter([r["log10_vas"] for r in points], [r["accuracy"] for r in points],
-                         label=stage, s=36)  # fmt: skip
-    left.set(xlabel="log10 VAS (held-out answers)", ylabel="held-out accuracy",
-             title="Checkpoints: VAS vs accuracy")  # fmt: skip
+            left.scatter(
+                [r["log10_vas"] for r in points], [r["accuracy"] for r in points], label=stage, s=36
+            )
+    left.set(
+        xlabel="log10 VAS (held-out answers)",
+        ylabel="held-out accuracy",
+        title="Checkpoints: VAS vs accuracy",
+    )
     left.legend(fontsize=8)
     names = [s for s in stages if log10(stages[s]["vas"]) is not None]
     right.bar(names, [log10(stages[s]["vas"]) for s in names], color="tab:purple")
@@ -123,8 +140,10 @@ def run(params: Params) -> VasResult:
     out = Path(params.vas.out)
     plots = out.parent / "plots"
     write_json(plots / "checkpoints.json", checkpoints)
-    write_json(plots / "stages.json", [{"stage": s, "vas": v["vas"], "log10_vas": log10(v["vas"])}
-                                       for s, v in stages.items()])  # fmt: skip
+    write_json(
+        plots / "stages.json",
+        [{"stage": s, "vas": v["vas"], "log10_vas": log10(v["vas"])} for s, v in stages.items()],
+    )
     draw_plots(stages, checkpoints, plots)
     write_json(out, {"stages": stages, "checkpoints": checkpoints})
     return VasResult(str(out), stages, checkpoints)

@@ -29,11 +29,16 @@ class Registration:
     model_id: str
 
     def line(self) -> str:
-        against = ("no champion yet" if self.champion_version is None else
-                   f"champion v{self.champion_version} {self.champion_score:.3f}")  # fmt: skip
+        against = (
+            "no champion yet"
+            if self.champion_version is None
+            else f"champion v{self.champion_version} {self.champion_score:.3f}"
+        )
         verdict = "alias moved" if self.promoted else "alias stays"
-        return (f"register: {self.model_name} v{self.version} {self.metric} {self.score:.3f} vs "
-                f"{against}: {verdict}")  # fmt: skip
+        return (
+            f"register: {self.model_name} v{self.version} {self.metric} {self.score:.3f} vs "
+            f"{against}: {verdict}"
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -49,13 +54,13 @@ def champion(mlflow_client, name: str, alias: str):
         return None
 
 
-def register(params: Params, model_dir: str | Path, score: float,
-             workspace: str | Path = ".") -> Registration:  # fmt: skip
+def register(
+    params: Params, model_dir: str | Path, score: float, workspace: str | Path = "."
+) -> Registration:
     """Upload `model_dir` as a LoggedModel, register it, move the alias if it wins."""
     cfg = params.register
     mlflow_client = client(params)
-    tags = {"avar.stage": cfg.stage, "avar.git_sha": git_sha(workspace),
-            **dvc_hashes(workspace)}  # fmt: skip
+    tags = {"avar.stage": cfg.stage, "avar.git_sha": git_sha(workspace), **dvc_hashes(workspace)}
     model = mlflow_client.create_logged_model(
         experiment_id=experiment_id(mlflow_client, params.tracking.experiment),
         name=cfg.model_name,
@@ -70,16 +75,23 @@ def register(params: Params, model_dir: str | Path, score: float,
     import mlflow
 
     version = mlflow.register_model(
-        f"models:/{model.model_id}", cfg.model_name,
+        f"models:/{model.model_id}",
+        cfg.model_name,
         tags={SCORE_TAG: repr(score), METRIC_TAG: cfg.metric, **tags},
-    )  # fmt: skip
+    )
     promoted = holder is None or holder_score is None or score > holder_score
     if promoted:
         mlflow_client.set_registered_model_alias(cfg.model_name, cfg.alias, version.version)
     return Registration(
-        cfg.model_name, str(version.version), cfg.metric, score,
-        str(holder.version) if holder else None, holder_score, promoted, model.model_id,
-    )  # fmt: skip
+        cfg.model_name,
+        str(version.version),
+        cfg.metric,
+        score,
+        str(holder.version) if holder else None,
+        holder_score,
+        promoted,
+        model.model_id,
+    )
 
 
 def download_alias(params: Params, alias: str | None = None) -> tuple[str, dict, Path]:

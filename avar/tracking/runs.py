@@ -39,8 +39,9 @@ def experiment_id(mlflow_client, name: str) -> str:
 
 
 def git_sha(workspace: str | Path) -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True, check=False
+    )
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
@@ -102,11 +103,12 @@ def numbers(row: dict, skip: tuple[str, ...] = ("step",)) -> dict[str, float]:
         and isinstance(v, int | float)
         and not isinstance(v, bool)
         and math.isfinite(v)
-    }  # fmt: skip
+    }
 
 
-def log_stage(params: Params, stage: str, parent_id: str, workspace: str | Path,
-              cached: bool = False) -> str:  # fmt: skip
+def log_stage(
+    params: Params, stage: str, parent_id: str, workspace: str | Path, cached: bool = False
+) -> str:
     """A child run of `parent_id` with the stage's params, metrics and metrics file."""
     from mlflow.entities import Metric
 
@@ -116,10 +118,14 @@ def log_stage(params: Params, stage: str, parent_id: str, workspace: str | Path,
     run = mlflow_client.create_run(
         parent.info.experiment_id,
         run_name=stage,
-        tags={"mlflow.parentRunId": parent_id, "avar.kind": "stage", "avar.stage": stage,
-              "avar.cached": str(cached).lower(), "avar.git_sha": parent.data.tags.get(
-                  "avar.git_sha", "unknown")},
-    )  # fmt: skip
+        tags={
+            "mlflow.parentRunId": parent_id,
+            "avar.kind": "stage",
+            "avar.stage": stage,
+            "avar.cached": str(cached).lower(),
+            "avar.git_sha": parent.data.tags.get("avar.git_sha", "unknown"),
+        },
+    )
     run_id = run.info.run_id
     section = getattr(params, stage, None)
     if section is not None:
@@ -128,8 +134,11 @@ def log_stage(params: Params, stage: str, parent_id: str, workspace: str | Path,
     if path.is_file():
         report = json.loads(path.read_text())
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step or 0) for step, row in stage_rows(stage, report)
-                   for k, v in numbers(row).items()]  # fmt: skip
+        metrics = [
+            Metric(k, v, now, step or 0)
+            for step, row in stage_rows(stage, report)
+            for k, v in numbers(row).items()
+        ]
         for start in range(0, len(metrics), 1000):
             mlflow_client.log_batch(run_id, metrics=metrics[start : start + 1000])
         mlflow_client.log_artifact(run_id, str(path), "metrics")
@@ -146,8 +155,13 @@ def stage_metrics_file(params: Params, stage: str) -> str:
     """Where a stage writes its numbers."""
     if stage in TRAINING_STAGES:
         return getattr(params, stage).metrics
-    return {"curate": params.curate.report, "vas": params.vas.out, "eval": params.eval.out,
-            "register": params.register.out, "prepare": ""}.get(stage, "")  # fmt: skip
+    return {
+        "curate": params.curate.report,
+        "vas": params.vas.out,
+        "eval": params.eval.out,
+        "register": params.register.out,
+        "prepare": "",
+    }.get(stage, "")
 
 
 def stage_rows(stage: str, report: dict) -> list[tuple[int | None, dict]]:
@@ -155,8 +169,11 @@ def stage_rows(stage: str, report: dict) -> list[tuple[int | None, dict]]:
     stage's checkpoint rows are not among them: `log_checkpoints` logs those to the run and
     its LoggedModels at once."""
     if stage in TRAINING_STAGES:
-        return [(entry["step"], {f"train/{k}": v for k, v in entry.items() if k != "step"})
-                for entry in report.get("history", []) if "step" in entry]  # fmt: skip
+        return [
+            (entry["step"], {f"train/{k}": v for k, v in entry.items() if k != "step"})
+            for entry in report.get("history", [])
+            if "step" in entry
+        ]
     if stage == "curate":
         flat = {f"curate/sets/{k}": v for k, v in report.get("sets", {}).items()}
         flat.update({f"curate/dropped/{k}": v for k, v in report.get("dropped", {}).items()})
@@ -164,8 +181,10 @@ def stage_rows(stage: str, report: dict) -> list[tuple[int | None, dict]]:
     if stage == "vas":
         return [(None, {f"{name}/vas": row.get("vas") for name, row in report["stages"].items()})]
     if stage == "eval":
-        return [(None, {f"{name}/{k}": v for k, v in row["metrics"].items()})
-                for name, row in report["models"].items()]  # fmt: skip
+        return [
+            (None, {f"{name}/{k}": v for k, v in row["metrics"].items()})
+            for name, row in report["models"].items()
+        ]
     return [(None, flatten(report))]
 
 
@@ -181,14 +200,21 @@ def log_checkpoints(mlflow_client, run, stage: str, section, report: dict) -> No
             experiment_id=run.info.experiment_id,
             name=f"{stage}-checkpoint-{step}",
             source_run_id=run.info.run_id,
-            tags={"avar.stage": stage, "avar.step": str(step), "avar.final": str(final).lower(),
-                  "avar.path": section.out_dir if final
-                  else f"{section.checkpoint_dir}/checkpoint-{step}"},
+            tags={
+                "avar.stage": stage,
+                "avar.step": str(step),
+                "avar.final": str(final).lower(),
+                "avar.path": section.out_dir
+                if final
+                else f"{section.checkpoint_dir}/checkpoint-{step}",
+            },
             model_type="avar-checkpoint",
-        )  # fmt: skip
+        )
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step, model_id=model.model_id, run_id=run.info.run_id)
-                   for k, v in numbers(row).items()]  # fmt: skip
+        metrics = [
+            Metric(k, v, now, step, model_id=model.model_id, run_id=run.info.run_id)
+            for k, v in numbers(row).items()
+        ]
         mlflow_client.log_batch(run.info.run_id, metrics=metrics)
         mlflow_client.finalize_logged_model(model.model_id, "READY")
 
@@ -199,17 +225,22 @@ def log_evaluation(params: Params, result, workspace: str | Path) -> str:
     run = mlflow_client.create_run(
         experiment_id(mlflow_client, params.tracking.experiment),
         run_name=time.strftime("reevaluate-%Y%m%d-%H%M%S"),
-        tags={"avar.kind": "reevaluation", "avar.champion_version": result.version,
-              "avar.regression": str(result.regressed).lower(),
-              "avar.regressions": "; ".join(result.regressions)[:5000],
-              "avar.git_sha": git_sha(workspace)},
-    )  # fmt: skip
+        tags={
+            "avar.kind": "reevaluation",
+            "avar.champion_version": result.version,
+            "avar.regression": str(result.regressed).lower(),
+            "avar.regressions": "; ".join(result.regressions)[:5000],
+            "avar.git_sha": git_sha(workspace),
+        },
+    )
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [Metric(f"{name}/{k}", v, now, 0)
-               for name, report in result.reports.items()
-               for k, v in numbers(report["metrics"]).items()]  # fmt: skip
+    metrics = [
+        Metric(f"{name}/{k}", v, now, 0)
+        for name, report in result.reports.items()
+        for k, v in numbers(report["metrics"]).items()
+    ]
     mlflow_client.log_batch(run.info.run_id, metrics=metrics)
     mlflow_client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id

@@ -73,9 +73,11 @@ def processor_files(model_dir: str | Path) -> list[Path]:
     return [
         p
         for p in sorted(Path(model_dir).iterdir())
-        if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES) and p.name not in MODEL_FILES
+        if p.is_file()
+        and not p.name.endswith(WEIGHT_SUFFIXES)
+        and p.name not in MODEL_FILES
         and p.name != "training_args.bin"
-    ]  # fmt: skip
+    ]
 
 
 class ExactResume:

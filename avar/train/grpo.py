@@ -88,17 +88,23 @@ class GrpoTrainer(LoggedStats, ExactResume, Trainer):
     def rollout(self, model, records: list[dict]) -> tuple[dict, list[str]]:
         """Sample group_size completions per prompt: the batch (prompt + completion) and texts."""
         chats = [r["prompt"] for r in records for _ in range(self.rl.group_size)]
-        prompt = encode_batch(self.processor, chats, padding_side="left",
-                              add_generation_prompt=True)  # fmt: skip
+        prompt = encode_batch(
+            self.processor, chats, padding_side="left", add_generation_prompt=True
+        )
         prompt = {k: v.to(self.args.device) for k, v in prompt.items()}
         tokenizer = self.processor.tokenizer
         with torch.no_grad(), unwrap_model_for_generation(model, self.accelerator) as policy:
             policy.eval()
             output = policy.generate(
-                **model_inputs(prompt), do_sample=True, temperature=self.rl.temperature,
-                top_k=0, top_p=1.0, max_new_tokens=self.rl.max_completion_tokens,
-                pad_token_id=tokenizer.pad_token_id, suppress_tokens=vision_token_ids(tokenizer),
-            )  # fmt: skip
+                **model_inputs(prompt),
+                do_sample=True,
+                temperature=self.rl.temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=self.rl.max_completion_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                suppress_tokens=vision_token_ids(tokenizer),
+            )
             policy.train()
         completion = output[:, prompt["input_ids"].shape[1] :]  # [N, C]
         stops = torch.tensor(list(policy.generation_config.eos_token_id or []))

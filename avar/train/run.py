@@ -113,8 +113,9 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
     """Train `plan` from its model_dir; write out_dir and the metrics file; return results."""
     cfg = plan.cfg
     device = resolve_device(params.model.device)
-    args = training_arguments(cfg, device.type, resolve_dtype(params.model.dtype, device),
-                              plan.sampling)  # fmt: skip
+    args = training_arguments(
+        cfg, device.type, resolve_dtype(params.model.dtype, device), plan.sampling
+    )
     if cfg.deepspeed:  # ZeRO-3 partitions the weights on load: the group must exist first
         import deepspeed
 
@@ -150,7 +151,7 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
         processing_class=processor,
         callbacks=[
             ScoreCheckpoints(processor, plan.score_sets, save_rows, {row["step"] for row in rows})
-        ],  # fmt: skip
+        ],
         **plan.trainer_kwargs,
     )
     start = time.monotonic()
@@ -170,10 +171,23 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
         publish_checkpoint(trainer, resumed_from, plan.model_dir, cfg.out_dir)
     else:
         publish_model(trainer, plan.model_dir, cfg.out_dir)
-    result = StageResult(plan.name, cfg.out_dir, step, seconds, rows[-1], plan.reference, rows,
-                         trainer.state.log_history)  # fmt: skip
-    save_rows(steps=step, seconds=round(seconds, 1), final=result.final,
-              reference=plan.reference, history=result.history)  # fmt: skip
+    result = StageResult(
+        plan.name,
+        cfg.out_dir,
+        step,
+        seconds,
+        rows[-1],
+        plan.reference,
+        rows,
+        trainer.state.log_history,
+    )
+    save_rows(
+        steps=step,
+        seconds=round(seconds, 1),
+        final=result.final,
+        reference=plan.reference,
+        history=result.history,
+    )
     return result
 
 

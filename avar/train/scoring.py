@@ -31,8 +31,15 @@ class ScoreSet:
 
 def score(model, processor, scores: ScoreSet) -> dict[str, float | None]:
     """`{name}/accuracy`, `{name}/accuracy/<category>`, `{name}/vas`, image and system mass."""
-    answers = answer(model, processor, scores.prompts, scores.records, scores.max_new_tokens,
-                     scores.batch_size, scores.layers)  # fmt: skip
+    answers = answer(
+        model,
+        processor,
+        scores.prompts,
+        scores.records,
+        scores.max_new_tokens,
+        scores.batch_size,
+        scores.layers,
+    )
     return {
         f"{scores.name}/accuracy": answers.accuracy(),
         **{f"{scores.name}/accuracy/{c}": v for c, v in answers.by_category().items()},
