@@ -28,9 +28,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/attention_mass.py
 	$(BIN)/python bench/visual_reward.py
 
+# The formatter, the linter, the package layers (pyproject.toml) and the type checker.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 # torch first: 2.13.0 is the local CPU wheel, and deepspeed's sdist needs torch to build
 # (hence no build isolation, which would pull a CUDA torch into the build environment).

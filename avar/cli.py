@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from avar.config import ConfigError, load_params, to_dict
+from avar.stages.registry import STAGES
 
 app = typer.Typer(
     help="avar: attention-guided cold-start for multimodal reasoning.", no_args_is_help=True
@@ -149,10 +150,11 @@ def vas(
     overrides: Overrides = None,
 ) -> None:
     """Visual Attention Score: image mass / system mass of the response's attention."""
-    from avar.attention.measure import VasSettings, load_records, measure_vas
     from avar.config.specs import parse_intervention
+    from avar.data.chats import load_records
+    from avar.eval.measure import VasSettings, measure_vas
     from avar.io import write_json
-    from avar.models.loader import load_model, load_processor
+    from avar.models.loader import load
     from avar.summary import vas_table
 
     cfg = load_params(params, overrides)
@@ -167,8 +169,7 @@ def vas(
     )
     records, root = load_records(data, limit)
     attention = "eager" if settings.impl == "eager" else "sdpa"
-    net = load_model(model, cfg.model.device, cfg.model.dtype, attn_implementation=attention)
-    processor = load_processor(model, cfg.model.min_pixels, cfg.model.max_pixels)
+    net, processor = load(model, cfg.model, attention)
     result = measure_vas(net, processor, records, root, settings, cfg.model.system_prompt)
     result["model"], result["data"] = model, str(data)
     write_json(out, result)
@@ -228,18 +229,17 @@ def attention_map(
     """Draw the response's attention over the image, beside VAS per layer."""
     from avar.attention.maps import attention_map as build_map
     from avar.attention.maps import draw
-    from avar.attention.measure import load_records, prompts
     from avar.config.specs import parse_intervention
+    from avar.data.chats import load_records, prompts
     from avar.generate import generate as generate_text
-    from avar.models.loader import load_model, load_processor
+    from avar.models.loader import load
 
     cfg = load_params(params, overrides)
     records, root = load_records(data)
     if not 0 <= index < len(records):
         raise ValueError(f"--index {index}: {data} has records 0-{len(records) - 1}")
     record = records[index]
-    net = load_model(model, cfg.model.device, cfg.model.dtype)
-    processor = load_processor(model, cfg.model.min_pixels, cfg.model.max_pixels)
+    net, processor = load(model, cfg.model)
     spec, response = parse_intervention(intervene or ""), None
     if generate:
         prompt = prompts([record], root, cfg.model.system_prompt)
@@ -263,22 +263,15 @@ def attention_map(
 def stage(
     name: Annotated[
         str,
-        typer.Argument(
-            help="prepare, base, curate, coldstart_text, sft_mm, rl, vas, eval or register."
-        ),
+        typer.Argument(help=", ".join(STAGES) + "."),
     ],
     params: ParamsFile = Path("params.yaml"),
     overrides: Overrides = None,
 ) -> None:
     """Run one pipeline stage from its section of params.yaml (safe to re-run)."""
-    import importlib
+    from avar.stages import stage as declared
 
-    from avar.stages import STAGES
-
-    if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
-    cfg = load_params(params, overrides)
-    result = importlib.import_module(f"avar.stages.{name}").run(cfg)
+    result = declared(name).run(load_params(params, overrides))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line
         console.print(result.line(), soft_wrap=True)
 
@@ -289,7 +282,7 @@ def reevaluate_command(
     params: ParamsFile = Path("params.yaml"), overrides: Overrides = None
 ) -> None:
     """Evaluate the registered champion (and base) again; log to MLflow; flag a regression."""
-    from avar.eval.reevaluate import reevaluate
+    from avar.stages.reevaluate import reevaluate
 
     result = reevaluate(load_params(params, overrides))
     console.print(result.line(), soft_wrap=True)

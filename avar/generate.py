@@ -7,7 +7,7 @@ from tqdm.auto import tqdm
 
 from avar.attention.steering import steer
 from avar.config.specs import InterventionSpec
-from avar.segments import encode_batch
+from avar.segments import encode_batch, model_inputs
 
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
 
@@ -16,11 +16,6 @@ def vision_token_ids(tokenizer) -> list[int]:
     """Ids of the vision placeholders: a sampled one would break the next forward pass."""
     ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
     return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
-
-
-def model_inputs(batch: dict) -> dict:
-    """The keys of a collated batch that the model's forward takes."""
-    return {k: v for k, v in batch.items() if k not in ("segment_ids", "labels")}
 
 
 def generate(

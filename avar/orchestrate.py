@@ -82,6 +82,7 @@ def run_local(command: list[str], workspace: Path, env: dict[str, str], echo=log
         stderr=subprocess.STDOUT,
     )
     lines = []
+    assert process.stdout is not None  # stdout=PIPE
     for line in process.stdout:
         lines.append(line)
         if line.strip():

@@ -16,7 +16,7 @@ import torch
 
 from avar.config import Params
 from avar.data import Report, read_jsonl, require_valid, synthesize
-from avar.data.prompts import to_messages
+from avar.data.chats import to_messages
 from avar.models.loader import load
 from avar.models.tiny import PRESETS, init_tiny
 from avar.segments import Segment, collate, encode
@@ -61,13 +61,7 @@ def run(cfg: Params) -> PrepareResult:
         ),
     }
     report = require_valid(list(datasets.values()))
-    model, processor = load(
-        model_dir,
-        device=cfg.model.device,
-        dtype=cfg.model.dtype,
-        min_pixels=cfg.model.min_pixels,
-        max_pixels=cfg.model.max_pixels,
-    )
+    model, processor = load(model_dir, cfg.model)
     result = PrepareResult(
         model_dir=model_dir,
         n_parameters=sum(p.numel() for p in model.parameters()),

@@ -1,23 +1,27 @@
-"""GRPO rewards with TRL's contract: lists in (prompts, completions, dataset columns as
-keyword lists), one float per completion out.
+"""GRPO rewards. The RL stage trains with `VisualAnchoredReward`, built from the `rl`
+section in one step:
 
-    r = r_acc + lambda_visual * r_visual + lambda_format * r_format
+    r = r_acc + lambda_visual * r_visual * [r_acc > 0] + lambda_format * r_format
 
-`r_visual` is already gated (0 unless the answer is correct), so the weights are applied
-as TRL's `reward_weights` = [1, lambda_visual, lambda_format].
+where r_visual is the completion's VAS (image mass / system mass of its tokens, averaged
+over `layers`) read from the policy's own forward pass, and 0 where the VAS is undefined
+(no system tokens). The components keep TRL's contract (lists in: completions and dataset
+columns as keyword lists; one float per completion out); `VisualReward` is r_visual the TRL
+way, from a separate no-grad pass (what `bench/visual_reward.py` compares against).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 
 from avar.attention.probe import mass_probe
 from avar.attention.vas import sequence_vas
-from avar.generate import model_inputs
+from avar.config.schema import RlConfig
 from avar.grading import grade
-from avar.segments import encode_batch
+from avar.segments import encode_batch, model_inputs
 
 FORMAT = re.compile(r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$", re.DOTALL)
 
@@ -58,6 +62,37 @@ def _with_images(prompt: list[dict], images) -> list[dict]:
     return filled
 
 
+def gated_vas(masses: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """r_visual per completion: its VAS where `correct`, else 0; 0 where the VAS is
+    undefined. masses [L, N, H, S], correct [N] bool -> [N] float32 on CPU."""
+    vas = torch.nan_to_num(sequence_vas(masses.float().cpu()), nan=0.0)  # [N]
+    return vas * correct.cpu()
+
+
+@dataclass(frozen=True)
+class VisualAnchoredReward:
+    """The RL reward: weights and the layers r_visual reads, as the `rl` section sets them."""
+
+    lambda_visual: float = 0.3
+    lambda_format: float = 0.1
+    layers: str = "all"
+
+    @classmethod
+    def from_config(cls, rl: RlConfig) -> VisualAnchoredReward:
+        return cls(rl.lambda_visual, rl.lambda_format, rl.layers)
+
+    def __call__(
+        self, completions, masses: torch.Tensor, answer, answer_type, choices=None
+    ) -> dict[str, torch.Tensor]:
+        """Every component per completion ([N] each) and their weighted `total`.
+        masses [L, N, H, S]: the completions' attention masses in `layers`."""
+        accuracy = torch.tensor(accuracy_reward(completions, answer, answer_type, choices))
+        form = torch.tensor(format_reward(completions))
+        visual = gated_vas(masses, accuracy > 0)
+        total = accuracy + self.lambda_visual * visual + self.lambda_format * form
+        return {"accuracy": accuracy, "format": form, "visual": visual, "total": total}
+
+
 class VisualReward:
     """r_visual: the completion's VAS under the policy model, for correct answers only.
 
@@ -80,7 +115,7 @@ class VisualReward:
             segments = batch["segment_ids"]
             with torch.no_grad(), mass_probe(self.model, segments, "response", self.layers) as p:
                 self.model(**model_inputs(batch))
-            values += torch.nan_to_num(sequence_vas(p.masses()), nan=0.0).tolist()
+            values += gated_vas(p.masses(), torch.ones(len(chunk), dtype=torch.bool)).tolist()
         return values
 
     def __call__(self, prompts, completions, answer, answer_type, choices=None, **kwargs):
@@ -96,12 +131,3 @@ class VisualReward:
         for index, value in zip(wanted, self.vas(chats) if chats else [], strict=True):
             rewards[index] = value
         return rewards
-
-
-def reward_functions(model, processor, layers: str = "all") -> dict:
-    """The rewards by name, as params.yaml and the logs (`reward/<name>/mean`) call them."""
-    return {
-        "accuracy": accuracy_reward,
-        "visual": VisualReward(model, processor, layers),
-        "format": format_reward,
-    }

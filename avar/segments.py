@@ -19,6 +19,8 @@ from enum import IntEnum
 import torch
 from PIL import Image
 
+from avar.data.files import open_image
+
 IGNORE_INDEX = -100
 IM_START = "<|im_start|>"
 VISION_START, VISION_END, IMAGE_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"
@@ -102,7 +104,7 @@ def conversation_images(messages: list[dict]) -> list[Image.Image]:
         for part in message["content"]:
             if part.get("type") == "image" or "image" in part:
                 image = part["image"]
-                images.append(image if isinstance(image, Image.Image) else Image.open(image))
+                images.append(image if isinstance(image, Image.Image) else open_image(image))
     return [image.convert("RGB") for image in images]
 
 
@@ -115,7 +117,8 @@ def check_messages(messages: list[dict], special_tokens: list[str]) -> None:
                 f"message {index}: role must be system, user or assistant, got {role!r}"
             )
         content = message.get("content")
-        texts = [content] if isinstance(content, str) else [p.get("text", "") for p in content]
+        parts = content if isinstance(content, list) else []
+        texts = [content] if isinstance(content, str) else [p.get("text", "") for p in parts]
         for text in texts:
             for token in special_tokens:
                 if token in text:
@@ -170,7 +173,12 @@ def collate(processor, encoded: list[Encoded], padding_side: str = "right") -> d
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     pad_id = processor.tokenizer.pad_token_id
     length = max(len(e.input_ids) for e in encoded)
-    columns = {"input_ids": [], "attention_mask": [], "segment_ids": [], "labels": []}
+    columns: dict[str, list[list[int]]] = {
+        "input_ids": [],
+        "attention_mask": [],
+        "segment_ids": [],
+        "labels": [],
+    }
     for e in encoded:
         n = length - len(e.input_ids)
         rows = {
@@ -184,10 +192,11 @@ def collate(processor, encoded: list[Encoded], padding_side: str = "right") -> d
             columns[name].append(padded)
     batch = {name: torch.tensor(rows, dtype=torch.long) for name, rows in columns.items()}
     batch["mm_token_type_ids"] = (batch["segment_ids"] == Segment.IMAGE).long()
-    with_images = [e for e in encoded if e.pixel_values is not None]
-    if with_images:
-        batch["pixel_values"] = torch.cat([e.pixel_values for e in with_images])
-        batch["image_grid_thw"] = torch.cat([e.image_grid_thw for e in with_images])
+    pixels = [e.pixel_values for e in encoded if e.pixel_values is not None]
+    grids = [e.image_grid_thw for e in encoded if e.image_grid_thw is not None]
+    if pixels:
+        batch["pixel_values"] = torch.cat(pixels)
+        batch["image_grid_thw"] = torch.cat(grids)
     return batch
 
 
@@ -195,3 +204,8 @@ def encode_batch(processor, conversations, padding_side="right", add_generation_
     """`encode` each conversation, then `collate`."""
     encoded = [encode(processor, c, add_generation_prompt) for c in conversations]
     return collate(processor, encoded, padding_side)
+
+
+def model_inputs(batch: dict) -> dict:
+    """The keys of a collated batch that the model's forward takes."""
+    return {k: v for k, v in batch.items() if k not in ("segment_ids", "labels")}

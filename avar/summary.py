@@ -74,7 +74,7 @@ def pipeline_rows(params) -> tuple[list[list[str]], list[list[str]]]:
     import json
     from pathlib import Path
 
-    vas_path, eval_path = Path(params.vas.out), Path(params.eval.out)
+    vas_path, eval_path = Path(params.vas.metrics), Path(params.eval.metrics)
     if not vas_path.is_file():
         raise FileNotFoundError(f"{vas_path} is missing: run the pipeline (`dvc repro`) first")
     checkpoints = [

@@ -87,9 +87,8 @@ def worker(args) -> dict:
     import torch
 
     from avar.attention.probe import eager_masses, mass_probe
-    from avar.generate import model_inputs
     from avar.models.loader import load_model, load_processor
-    from avar.segments import encode_batch
+    from avar.segments import encode_batch, model_inputs
 
     attention = "eager" if args.mode == "eager" else "sdpa"
     model = load_model(args.model, args.device, args.dtype, attn_implementation=attention)

@@ -28,16 +28,15 @@ from pathlib import Path
 
 import torch
 
-from avar.attention.measure import conversations
 from avar.attention.probe import mass_probe
 from avar.attention.vas import sequence_vas
 from avar.data import read_jsonl
+from avar.data.chats import conversations
 from avar.data.synth import synthesize
-from avar.generate import model_inputs
 from avar.models.loader import load_model, load_processor
 from avar.models.tiny import init_tiny
 from avar.rewards import VisualReward
-from avar.segments import Segment, encode_batch
+from avar.segments import Segment, encode_batch, model_inputs
 from avar.train.grpo import token_logps
 
 WORDS = "the image shows three red circles left of two blue squares so the count is".split()

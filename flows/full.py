@@ -28,7 +28,7 @@ def stage_task(
     """One stage: reproduce it, then log it as a child run. Returns whether it ran."""
     params = load_params(Path(workspace) / params_file)
     result = run_stage(params, stage, workspace, parent_run_id, force, echo=print)
-    runs.log_stage(params, stage, parent_run_id, workspace, cached=not result.ran)
+    runs.log_stage(params, STAGES[stage], parent_run_id, workspace, cached=not result.ran)
     get_run_logger().info("%s: %s", stage, "ran" if result.ran else "up to date (DVC cache)")
     return result.ran
 
@@ -59,7 +59,7 @@ def avar(
         ok = True
     finally:
         runs.finish_pipeline(params, parent, workspace, ok)
-    if Path(params.vas.out).is_file():  # a run of early stages only has no results yet
+    if Path(params.vas.metrics).is_file():  # a run of early stages only has no results yet
         create_markdown_artifact(
             pipeline_markdown(params),
             key="avar-results",

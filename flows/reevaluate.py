@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from avar.config import load_params
-from avar.eval.reevaluate import reevaluate
+from avar.stages.reevaluate import reevaluate
 
 
 class Regression(RuntimeError):

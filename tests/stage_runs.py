@@ -13,6 +13,18 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def new_project(tmp: Path) -> Path:
+    """A project folder with small synthetic sets and a fresh tiny model at models/base."""
+    from avar.data import synthesize
+    from avar.models.tiny import init_tiny
+
+    synthesize("visual", 16, 0, tmp / "data/raw/visual")
+    synthesize("text", 16, 1, tmp / "data/raw/text")
+    synthesize("visual", 6, 2, tmp / "data/raw/heldout", prefix="heldout")
+    init_tiny(tmp / "models/base", "tiny", seed=0)
+    return tmp
+
+
 def small_overrides(tmp: Path) -> list[str]:
     """Params for a project in `tmp`: every stage a few steps, scoring on 4 questions."""
     sets = [

@@ -19,9 +19,8 @@ from avar.attention.mass import (
 )
 from avar.attention.probe import eager_masses, mass_probe, masses_from_maps
 from avar.data import read_jsonl
-from avar.data.prompts import to_messages
-from avar.generate import model_inputs
-from avar.segments import Segment, encode_batch
+from avar.data.chats import to_messages
+from avar.segments import Segment, encode_batch, model_inputs
 
 S = Segment
 

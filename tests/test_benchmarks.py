@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from avar.config.specs import BENCHMARK_NAMES
 from avar.eval.benchmarks import BENCHMARKS, BenchmarkDataError, benchmark, load_samples
 
 
@@ -292,6 +293,8 @@ def test_synthetic_reads_avar_records(tmp_path):
 
 
 def test_every_benchmark_is_registered():
+    """The names params.yaml accepts are the names with a loader, in the same order."""
+    assert tuple(BENCHMARKS) == BENCHMARK_NAMES
     assert set(BENCHMARKS) == {
         "mathvista",
         "mathvision",

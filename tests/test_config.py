@@ -40,6 +40,28 @@ def projected(loaded, written):
     return loaded
 
 
+def missing_keys(defaults: dict, written: dict, prefix: str = "") -> list[str]:
+    """Keys of the typed defaults that params.yaml does not write (sections, not lists)."""
+    missing = []
+    for key, value in defaults.items():
+        if key not in written:
+            missing.append(f"{prefix}{key}")
+        elif isinstance(value, dict) and isinstance(written[key], dict):
+            missing += missing_keys(value, written[key], f"{prefix}{key}.")
+    return missing
+
+
+def test_params_yaml_lists_every_knob_with_its_code_default():
+    """One source of truth: the file writes every key, each with the dataclass default,
+    so code that builds a section without the file gets what the pipeline runs with."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    defaults = dataclasses.asdict(Params())
+    assert missing_keys(defaults, raw) == []
+    loaded = dataclasses.asdict(load_params(ROOT / "params.yaml"))
+    differ = [k for k, v in flatten(defaults).items() if flatten(loaded)[k] != v]
+    assert differ == [], "params.yaml and the dataclass defaults disagree on these keys"
+
+
 def test_every_field_has_a_docstring():
     import ast
     import inspect

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def params_for(tmp: Path, *sets: str):
-    where = [f"curate.out_dir={tmp}/curated", f"curate.report={tmp}/report.json"]
+    where = [f"curate.out_dir={tmp}/curated", f"curate.metrics={tmp}/report.json"]
     return load_params(ROOT / "params.yaml", [*where, *sets])
 
 

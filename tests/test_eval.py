@@ -79,12 +79,11 @@ def test_synthetic_suite_with_vas(tiny_dir, synthetic_dir, tmp_path):
 
 def check_vas_against_eager(tiny_dir, record, root, row):
     """The first answer's VAS, recomputed from eager output_attentions maps."""
-    from avar.attention.measure import conversations
     from avar.attention.probe import eager_masses
     from avar.attention.vas import sequence_vas
-    from avar.generate import model_inputs
+    from avar.data.chats import conversations
     from avar.models.loader import load_model, load_processor
-    from avar.segments import encode_batch
+    from avar.segments import encode_batch, model_inputs
 
     eager = load_model(str(tiny_dir), "cpu", "fp32", attn_implementation="eager")
     processor = load_processor(str(tiny_dir))

@@ -13,6 +13,7 @@ from transformers import (
 )
 from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
 
+from avar.config.schema import ModelConfig
 from avar.models.loader import claim_family_processor, load
 from avar.models.processor import ImageTextProcessor
 from avar.models.tiny import chat_template
@@ -88,7 +89,7 @@ def test_family_loads_encodes_and_runs(build, tiny_dir, tmp_path, multi_image_ch
     model.save_pretrained(tmp_path)
     claim_family_processor(tmp_path, processor_class)
 
-    loaded, processor = load(str(tmp_path), device="cpu", dtype="fp32")
+    loaded, processor = load(str(tmp_path), ModelConfig(device="cpu", dtype="fp32"))
     assert type(loaded) is type(model)
     assert processor.image_processor.patch_size == patch
     messages = multi_image_chat

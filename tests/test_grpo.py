@@ -64,7 +64,7 @@ def test_a_grpo_step_moves_the_policy_when_rewards_differ(tiny_dir, visual_jsonl
     from avar.data import read_jsonl
     from avar.models.loader import load_model, load_processor
     from avar.stages.rl import keep_rows, prompt_rows
-    from avar.train.grpo import GrpoTrainer
+    from avar.train.grpo import GrpoObjective, GrpoTrainer
 
     class LengthRewarded(GrpoTrainer):
         def rewards(self, texts, records, masses):
@@ -95,7 +95,7 @@ def test_a_grpo_step_moves_the_policy_when_rewards_differ(tiny_dir, visual_jsonl
         train_dataset=rows,
         data_collator=keep_rows,
         processing_class=load_processor(str(tiny_dir)),
-        rl=rl,
+        objective=GrpoObjective.from_config(rl),
     )
     trainer.train()
     after = model.state_dict()
@@ -103,3 +103,73 @@ def test_a_grpo_step_moves_the_policy_when_rewards_differ(tiny_dir, visual_jsonl
     assert moved > 0.5
     logged = trainer.state.log_history[0]
     assert logged["reward/total/std"] > 0 and 0 < logged["completion_length"] <= 8
+
+
+def test_reward_total_through_the_trainer_by_hand(tiny_dir, visual_jsonl, tmp_path):
+    """GrpoTrainer.compute_loss on a fixed rollout of 2 prompts x 2 completions, with the
+    rl section's weights (lambda_visual 0.3, lambda_format 0.1):
+
+        completion                                  r_acc  r_format  r_visual
+        prompt 0: right, formatted                   1      1         VAS_0
+        prompt 0: wrong, formatted                   0      1         0 (gated: VAS_1 > 0)
+        prompt 1 (empty system turn): right, formatted 1    1         0 (VAS undefined)
+        prompt 1 (empty system turn): right, bare      1    0         0 (VAS undefined)
+
+    VAS_i comes from eager attention maps of the same sequences, not from the probe the
+    trainer reads, and the logged means are the means of these totals."""
+    from transformers import TrainingArguments
+
+    from avar.attention.probe import eager_masses
+    from avar.attention.vas import sequence_vas
+    from avar.config.schema import RlConfig
+    from avar.data import read_jsonl
+    from avar.models.loader import load_model, load_processor
+    from avar.segments import encode_batch, model_inputs
+    from avar.stages.rl import prompt_rows
+    from avar.train.grpo import GrpoObjective, GrpoTrainer
+
+    records = read_jsonl(visual_jsonl)[:2]
+    answers = [r["answer"] for r in records]
+    texts = [
+        f"<think>\nlooked\n</think>\n<answer>{answers[0]}</answer>",
+        "<think>\nlooked\n</think>\n<answer>no idea</answer>",
+        f"<think>\nlooked\n</think>\n<answer>{answers[1]}</answer>",
+        f"The answer is {answers[1]}.",
+    ]
+    rows = prompt_rows(records, visual_jsonl.parent, "Look.")
+    rows[1]["prompt"][0]["content"] = ""  # no system tokens: the VAS is undefined
+    chats = [
+        row["prompt"] + [{"role": "assistant", "content": t}]
+        for row, t in zip([rows[0], rows[0], rows[1], rows[1]], texts, strict=True)
+    ]
+    processor = load_processor(str(tiny_dir))
+    batch = encode_batch(processor, chats)
+    seen = {}
+
+    class FixedRollout(GrpoTrainer):
+        def rollout(self, model, records):
+            return {k: v for k, v in batch.items() if k != "labels"}, texts
+
+        def rewards(self, texts, records, masses):
+            seen.update(super().rewards(texts, records, masses))
+            return seen
+
+    model = load_model(str(tiny_dir), device="cpu", dtype="fp32", attn_implementation="eager")
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    rl = RlConfig(group_size=2, lambda_visual=0.3, lambda_format=0.1)
+    trainer = FixedRollout(
+        model=model, args=args, processing_class=processor, objective=GrpoObjective.from_config(rl)
+    )
+    trainer.compute_loss(model, rows)
+
+    with torch.no_grad():
+        reference = eager_masses(model, model_inputs(batch), batch["segment_ids"])
+    vas = sequence_vas(reference)
+    assert vas[0] > 0 and vas[1] > 0 and math.isnan(vas[2]) and math.isnan(vas[3])
+    expected = [1 + 0.3 * vas[0].item() + 0.1, 0 + 0.1, 1 + 0.1, 1.0]
+    assert seen["accuracy"].tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert seen["format"].tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert seen["total"].tolist() == pytest.approx(expected, rel=1e-4)
+    logged = {k: v[-1] for k, v in trainer._stats.items()}
+    assert logged["reward/total/mean"] == pytest.approx(sum(expected) / 4, rel=1e-4)
+    assert logged["reward/visual/mean"] == pytest.approx(vas[0].item() / 4, rel=1e-4)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from avar.cli import app
 from avar.data import read_jsonl
-from avar.data.prompts import to_messages
+from avar.data.chats import to_messages
 from avar.models.loader import load_processor, model_family
 from avar.models.processor import ImageTextProcessor
 from avar.models.tiny import PRESETS, build_config, tokenizer_corpus

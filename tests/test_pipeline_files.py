@@ -4,6 +4,7 @@ deployment's entrypoint is a flow of that name with a valid schedule."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from pathlib import Path
 
@@ -53,12 +54,20 @@ def test_code_deps_exist_and_outputs_match_params(name):
         if dep.startswith("avar/"):
             assert (ROOT / dep).exists(), f"{name}: missing dependency {dep}"
     params = load_params(ROOT / "params.yaml")
-    section = getattr(params, name, None)
+    section = getattr(params, STAGES[name].section)
     declared = names(stage.get("outs", []) + stage.get("metrics", []))
-    for field in ("out_dir", "metrics", "report", "out"):
+    for field in ("out_dir", "metrics"):  # the two names of an output location
         value = getattr(section, field, None)
-        if value and not value.endswith("data.jsonl"):
+        if value:
             assert value in declared, f"{name}.{field}={value} is not an output of the stage"
+    metrics = STAGES[name].metrics_file(params)
+    assert not metrics or metrics in names(stage.get("metrics", [])), (name, metrics)
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_every_declared_stage_has_a_run_function(name):
+    module = importlib.import_module(f"avar.stages.{name}")
+    assert callable(module.run), name
 
 
 def test_every_upstream_output_a_stage_reads_is_declared():

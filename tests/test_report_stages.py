@@ -50,11 +50,13 @@ def test_plots_are_written(params, tmp_path):
 def test_register_reads_the_stage_metric(params):
     with pytest.raises(FileNotFoundError, match="avar stage eval"):
         register.candidate_score(params)
-    write(params.eval.out, {"models": {"sft_mm": {"metrics": {"eval/synthetic/accuracy": 0.2}}}})
+    write(
+        params.eval.metrics, {"models": {"sft_mm": {"metrics": {"eval/synthetic/accuracy": 0.2}}}}
+    )
     with pytest.raises(ValueError, match="no scores of stage 'rl'"):
         register.candidate_score(params)
-    write(params.eval.out, {"models": {"rl": {"metrics": {"eval/mmstar/accuracy": 0.4}}}})
+    write(params.eval.metrics, {"models": {"rl": {"metrics": {"eval/mmstar/accuracy": 0.4}}}})
     with pytest.raises(ValueError, match="eval/synthetic/accuracy"):
         register.candidate_score(params)
-    write(params.eval.out, {"models": {"rl": {"metrics": {"eval/synthetic/accuracy": 0.375}}}})
+    write(params.eval.metrics, {"models": {"rl": {"metrics": {"eval/synthetic/accuracy": 0.375}}}})
     assert register.candidate_score(params) == 0.375

@@ -16,11 +16,9 @@ import psutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from stage_runs import avar_stage, weights
+from stage_runs import avar_stage, new_project, weights
 
-from avar.data import synthesize
 from avar.models.loader import load_model
-from avar.models.tiny import init_tiny
 from avar.models.weights import WeightMismatch, load_saved_weights
 
 TWO_RANKS = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
@@ -28,12 +26,7 @@ TWO_RANKS = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_p
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("resume")
-    synthesize("visual", 16, 0, tmp / "data/raw/visual")
-    synthesize("text", 16, 1, tmp / "data/raw/text")
-    synthesize("visual", 6, 2, tmp / "data/raw/heldout", prefix="heldout")
-    init_tiny(tmp / "models/base", "tiny", seed=0)
-    return tmp
+    return new_project(tmp_path_factory.mktemp("resume"))
 
 
 def outputs(tmp: Path, stage: str, name: str) -> list[str]:

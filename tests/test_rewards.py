@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from avar.attention.measure import VasSettings, measure_vas
 from avar.data import read_jsonl
-from avar.data.prompts import to_messages
-from avar.rewards import VisualReward, accuracy_reward, format_reward, reward_functions
+from avar.data.chats import to_messages
+from avar.eval.measure import VasSettings, measure_vas
+from avar.rewards import VisualReward, accuracy_reward, format_reward
 
 GOOD = "<think>\nthree shapes\n</think>\n<answer>3</answer>"
 
@@ -65,7 +65,3 @@ def test_visual_reward_fills_trl_image_parts(tiny_model, processor, visual_jsonl
     with_image = reward([bare], [completion], images=[[image]], **kwargs)
     full = to_messages(record, visual_jsonl.parent, None, with_response=False)
     assert with_image == pytest.approx(reward([full], [completion], **kwargs), rel=1e-5)
-
-
-def test_reward_functions_by_name(tiny_model, processor):
-    assert set(reward_functions(tiny_model, processor)) == {"accuracy", "visual", "format"}

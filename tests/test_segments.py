@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from avar.data import read_jsonl
-from avar.data.prompts import to_messages
+from avar.data.chats import to_messages
 from avar.segments import IGNORE_INDEX, Segment, collate, encode, encode_batch
 
 T, S, U, IMG, R = (

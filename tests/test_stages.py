@@ -10,23 +10,18 @@ import os
 from pathlib import Path
 
 import pytest
-from stage_runs import ROOT, avar_stage, changed, small_overrides, weights
+from stage_runs import ROOT, avar_stage, changed, new_project, small_overrides, weights
 
 from avar.config import load_params
-from avar.data import synthesize
-from avar.models.tiny import init_tiny
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("project")
-    synthesize("visual", 16, 0, tmp / "data/raw/visual")
-    synthesize("text", 16, 1, tmp / "data/raw/text")
-    synthesize("visual", 6, 2, tmp / "data/raw/heldout", prefix="heldout")
-    init_tiny(tmp / "models/base", "tiny", seed=0)  # until the chain test pretrains one
-    return tmp
+    return new_project(
+        tmp_path_factory.mktemp("project")
+    )  # base: until the chain test pretrains one
 
 
 def check_outputs(tmp: Path, stage: str, steps: int, save_steps: int) -> dict:

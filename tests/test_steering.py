@@ -11,9 +11,9 @@ from avar.attention.probe import mass_probe
 from avar.attention.steering import Steering, steer
 from avar.config.specs import InterventionSpec, parse_intervention
 from avar.data import read_jsonl
-from avar.data.prompts import to_messages
-from avar.generate import generate, model_inputs
-from avar.segments import Segment, encode_batch
+from avar.data.chats import to_messages
+from avar.generate import generate
+from avar.segments import Segment, encode_batch, model_inputs
 
 S = Segment
 

@@ -11,7 +11,8 @@ import mlflow
 import pytest
 
 from avar.config import load_params
-from avar.eval.reevaluate import regressions
+from avar.stages import STAGES
+from avar.stages.reevaluate import regressions
 from avar.tracking import registry, runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,7 @@ def test_stage_run_nests_under_the_pipeline_with_checkpoint_models(params, tmp_p
     metrics.parent.mkdir(parents=True)
     metrics.write_text(json.dumps({"stage": "sft_mm", "checkpoints": rows, "history": history}))
     parent = runs.start_pipeline(params, tmp_path)
-    child = runs.log_stage(params, "sft_mm", parent, tmp_path, cached=True)
+    child = runs.log_stage(params, STAGES["sft_mm"], parent, tmp_path, cached=True)
     client = mlflow.MlflowClient()
     run = client.get_run(child)
     assert run.data.tags["mlflow.parentRunId"] == parent

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from transformers import AttentionInterface
@@ -100,7 +100,7 @@ def attention_hooks(model, probe: LayerHook | None = None, steering: LayerHook |
     """Run the text decoder through `avar_attention` with the given hooks attached."""
     ensure_registered()
     modules = decoder_attention(model)
-    config = modules[0].config
+    config: Any = modules[0].config
     previous = config._attn_implementation_internal
     base = previous.removeprefix(PREFIX)
     if base not in BASES:

@@ -13,8 +13,11 @@ sequences without system keys out of L_suppress_sys; with none left a term is 0.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from avar.config.schema import SftMmConfig
 from avar.segments import Segment
 
 EPS = 1e-6
@@ -56,3 +59,26 @@ def attention_guided_loss(lm_loss, masses, segment_ids, alpha: float, beta: floa
         "system_mass": suppress_stats["system_mass"],
     }
     return total, stats
+
+
+@dataclass(frozen=True)
+class AttentionGuidedLoss:
+    """The sft_mm objective as the trainer applies it: weights and the probed layers.
+    alpha = beta = 0 is plain SFT (no probe runs)."""
+
+    alpha: float = 0.0
+    beta: float = 0.0
+    layers: str = "all"
+
+    @classmethod
+    def from_config(cls, cfg: SftMmConfig) -> AttentionGuidedLoss:
+        return cls(cfg.alpha, cfg.beta, cfg.layers)
+
+    @property
+    def probes(self) -> bool:
+        """Whether the attention terms are on (the masses are needed)."""
+        return bool(self.alpha or self.beta)
+
+    def __call__(self, lm_loss, masses, segment_ids):
+        """(L_LM + alpha * L_enhance_img + beta * L_suppress_sys, stats)."""
+        return attention_guided_loss(lm_loss, masses, segment_ids, self.alpha, self.beta)

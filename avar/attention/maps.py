@@ -15,13 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from avar.attention.measure import conversations
 from avar.attention.probe import mass_probe
 from avar.attention.steering import steer
 from avar.attention.vas import head_mean_masses, vas_per_layer
-from avar.generate import model_inputs
+from avar.data.chats import conversations
 from avar.io import save_figure
-from avar.segments import Segment, conversation_images, encode_batch
+from avar.segments import Segment, conversation_images, encode_batch, model_inputs
 
 
 @dataclass

@@ -23,7 +23,7 @@ QUERY_SETS = ("response", "prompt", "last")
 # of rows would cost more time than the memory is worth.
 CHUNK_ELEMENTS = {"cpu": 2**20, "cuda": 2**25}
 
-ScoreAdjust = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ScoreAdjust = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 def select_queries(segment_ids: torch.Tensor, queries: str) -> torch.Tensor:

@@ -18,8 +18,6 @@ import yaml
 from avar.config.errors import ConfigError
 from avar.config.schema import Params
 
-T = typing.TypeVar("T")
-
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
     """Read params.yaml, apply overrides, validate; keys left out take their defaults."""
@@ -55,7 +53,7 @@ def _where(key: str, path: Path, lines: dict[str, int], overridden: dict[str, st
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-def from_dict(cls: type[T], data: Any, key: str) -> T:
+def from_dict(cls: Any, data: Any, key: str) -> Any:
     """Build dataclass `cls` from a mapping, checking every key and type.
 
     An empty section (`rl:` with nothing under it) takes all its defaults."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from avar.config.errors import ConfigError
-from avar.config.specs import layer_range, parse_intervention
+from avar.config.specs import BENCHMARK_NAMES, layer_range, parse_intervention
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -145,9 +145,17 @@ class BaseConfig(TrainConfig):
     """Directory of the pretraining checkpoints (embedded models only)."""
     metrics: str = "metrics/base.json"
     """JSON file of the base stage's metrics."""
+    max_steps: int = 1500
+    """Pretraining steps of the embedded model."""
+    learning_rate: float = 1.5e-3
+    """Peak learning rate of the pretraining."""
+    batch_size: int = 16
+    """Perception questions per device per step."""
+    save_steps: int = 500
+    """Save (and score) a checkpoint every N steps."""
     heldout: int = 120
     """Held-out perception questions scored at every checkpoint (embedded models only)."""
-    curriculum: float = 0.3
+    curriculum: float = 0.4
     """Fraction of the pretraining data that are single zoomed-in objects, shrinking to
     their true size, before the real scenes (embedded models only)."""
 
@@ -257,7 +265,7 @@ def _default_sources() -> list[SourceConfig]:
 class CurateConfig:
     out_dir: str = "data/curated"
     """Directory of the curated sets: text/, visual/, rl/, eval/ (each a data.jsonl)."""
-    report: str = "metrics/curate.json"
+    metrics: str = "metrics/curate.json"
     """The curation report: counts kept and dropped per reason, per source."""
     sources: list[SourceConfig] = field(default_factory=_default_sources)
     """Raw sources, in order (earlier sources win deduplication)."""
@@ -309,6 +317,12 @@ class ColdstartTextConfig(TrainConfig):
     """JSON file of the stage's metrics."""
     data: str = "data/curated/text/data.jsonl"
     """Text-only reasoning traces to train on (JSONL in avar's record schema)."""
+    max_steps: int = 300
+    """Optimizer steps of the text-only cold start."""
+    learning_rate: float = 2e-3
+    """Peak learning rate (cosine decay after warmup)."""
+    save_steps: int = 150
+    """Save (and score) a checkpoint every N steps."""
 
 
 @dataclass
@@ -321,6 +335,12 @@ class SftMmConfig(TrainConfig):
     """JSON file of the stage's metrics."""
     data: str = "data/curated/visual/data.jsonl"
     """Multimodal (visual-anchored) reasoning traces to train on."""
+    max_steps: int = 300
+    """Optimizer steps of the multimodal SFT."""
+    learning_rate: float = 2e-3
+    """Peak learning rate (cosine decay after warmup)."""
+    save_steps: int = 150
+    """Save (and score) a checkpoint every N steps."""
     init_from: Literal["base", "coldstart_text"] = "coldstart_text"
     """Checkpoint the multimodal SFT starts from."""
     alpha: float = 0.15
@@ -349,10 +369,14 @@ class RlConfig(TrainConfig):
     """Questions to sample completions for (their answers grade them)."""
     init_from: str = "sft_mm"
     """Stage whose model GRPO starts from (its out_dir is read from these params)."""
-    learning_rate: float = 1e-5
+    max_steps: int = 20
+    """GRPO steps."""
+    learning_rate: float = 2e-5
     """Peak learning rate."""
-    batch_size: int = 8
+    batch_size: int = 4
     """Prompts per device per step; each is sampled group_size times."""
+    save_steps: int = 10
+    """Save (and score) a checkpoint every N steps."""
     group_size: int = 4
     """Completions sampled per prompt (GRPO group)."""
     kl_coef: float = 0.0
@@ -363,11 +387,11 @@ class RlConfig(TrainConfig):
     """Weight of the format reward."""
     max_prompt_tokens: int = 512
     """Longest prompt, in tokens."""
-    max_completion_tokens: int = 128
+    max_completion_tokens: int = 96
     """Longest sampled completion, in tokens."""
     temperature: float = 1.0
     """Sampling temperature of the completions."""
-    visual_layers: str = "all"
+    layers: str = "all"
     """Decoder layers r_visual averages the completion's image/system ratio over."""
 
     def check(self, key: str) -> None:
@@ -383,7 +407,7 @@ class RlConfig(TrainConfig):
             "one of ['base', 'coldstart_text', 'sft_mm']",
             self.init_from,
         )
-        _require_spec(layer_range, self.visual_layers, f"{key}.visual_layers")
+        _require_spec(layer_range, self.layers, f"{key}.layers")
 
 
 @dataclass
@@ -392,7 +416,7 @@ class CheckpointEvalConfig:
     """Held-out visual questions every training checkpoint is scored on."""
     limit: int = 64
     """Questions scored per checkpoint (the first N); 0 means all."""
-    max_new_tokens: int = 192
+    max_new_tokens: int = 160
     """Generation length of the greedy answers."""
     batch_size: int = 32
     """Questions per generation batch."""
@@ -412,7 +436,7 @@ class VasConfig:
     """Layers averaged: `all` or an inclusive range such as `0-3`."""
     impl: Literal["efficient", "eager"] = "efficient"
     """`efficient` never materialises L x L maps; `eager` is the reference."""
-    out: str = "metrics/vas.json"
+    metrics: str = "metrics/vas.json"
     """Where the VAS of every checkpoint is written."""
 
     def check(self, key: str) -> None:
@@ -422,20 +446,21 @@ class VasConfig:
 @dataclass
 class EvalConfig:
     benches: list[str] = field(default_factory=lambda: ["synthetic"])
-    """Benchmarks to evaluate every checkpoint on (avar.eval.benchmarks.BENCHMARKS)."""
+    """Benchmarks to evaluate every checkpoint on (BENCHMARK_NAMES; each has a loader in
+    avar.eval.benchmarks)."""
     data_dir: str = "data/benchmarks"
     """Folder with one subfolder of files per benchmark (README: Evaluation)."""
-    limit: int = 0
-    """Samples per benchmark; 0 means all."""
+    limit: int = 64
+    """Samples per benchmark (the first N); 0 means all."""
     vas: bool = True
     """Also measure the VAS of the answers (one more teacher-forced pass)."""
-    max_new_tokens: int = 512
+    max_new_tokens: int = 192
     """Generation length of the greedy answers."""
     batch_size: int = 8
     """Questions per generation batch."""
     intervene: str = ""
     """Training-free intervention, e.g. `alpha=0.2,layers=2-8`; empty disables it."""
-    out: str = "metrics/eval.json"
+    metrics: str = "metrics/eval.json"
     """Where the scores of every checkpoint are written."""
 
     def check(self, key: str) -> None:
@@ -445,10 +470,8 @@ class EvalConfig:
             value = getattr(self, name)
             _require(value >= 1, f"{key}.{name}", "an int >= 1", value)
         _require_spec(parse_intervention, self.intervene, f"{key}.intervene")
-        from avar.eval.benchmarks import BENCHMARKS
-
-        unknown = [b for b in self.benches if b not in BENCHMARKS]
-        _require(not unknown, f"{key}.benches", f"names from {sorted(BENCHMARKS)}", unknown)
+        unknown = [b for b in self.benches if b not in BENCHMARK_NAMES]
+        _require(not unknown, f"{key}.benches", f"names from {sorted(BENCHMARK_NAMES)}", unknown)
 
 
 @dataclass
@@ -462,7 +485,7 @@ class RegisterConfig:
     champion."""
     stage: Literal["base", "coldstart_text", "sft_mm", "rl"] = "rl"
     """The stage whose model is registered."""
-    out: str = "metrics/register.json"
+    metrics: str = "metrics/register.json"
     """What the register stage did: version, scores, whether the alias moved."""
 
 
@@ -471,7 +494,7 @@ class ReevaluateConfig:
     tolerance: float = 0.02
     """A re-evaluation flags a regression when the champion scores more than this below
     its score at registration, or below the base model."""
-    out: str = "metrics/reevaluate.json"
+    metrics: str = "metrics/reevaluate.json"
     """The latest re-evaluation's report."""
 
     def check(self, key: str) -> None:

@@ -10,6 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ALL_LAYERS = "all"
+BENCHMARK_NAMES = (
+    "mathvista",
+    "mathvision",
+    "mathverse",
+    "mmmu",
+    "mmmu_pro",
+    "mmstar",
+    "hallusionbench",
+    "synthetic",
+)
+"""The benchmarks `eval.benches` may name; avar.eval.benchmarks has a loader for each."""
 
 
 def layer_range(spec: str) -> tuple[int, int] | None:

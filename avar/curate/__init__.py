@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 from PIL import Image
@@ -23,7 +24,8 @@ from avar.config import Params
 from avar.curate.sources import Candidate, read_source
 from avar.curate.teacher import build_teacher, teacher_chat
 from avar.curate.traces import scene_trace
-from avar.data.prompts import format_response
+from avar.data.chats import format_response
+from avar.data.files import open_image
 from avar.grading import grade
 from avar.io import atomic_dir, write_json
 from avar.rewards import format_reward
@@ -36,7 +38,7 @@ EXAMPLES_PER_REASON = 5
 class CurationReport:
     """Counts read, kept per set and dropped per reason, per source; a few examples."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.read: Counter = Counter()
         self.kept: dict[str, Counter] = defaultdict(Counter)
         self.dropped: dict[str, Counter] = defaultdict(Counter)
@@ -117,7 +119,7 @@ def trace_mode(c: Candidate, mode: str, has_teacher: bool) -> str:
     return "teacher" if has_teacher else "keep"
 
 
-def write_traces(sft, modes: dict[str, str], cfg, teacher, report: CurationReport, rng) -> list:
+def write_traces(sft, modes: Mapping[str, str], cfg, teacher, report: CurationReport, rng) -> list:
     """Give every SFT row its response; drop wrong, malformed or failed teacher traces."""
     kept, asked = [], []
     for c in sft:
@@ -156,7 +158,7 @@ def write_traces(sft, modes: dict[str, str], cfg, teacher, report: CurationRepor
 
 
 def _pil(c: Candidate) -> list[Image.Image]:
-    return [Image.open(io.BytesIO(data)).convert("RGB") for data in c.images]
+    return [open_image(io.BytesIO(data)) for data in c.images]
 
 
 def within_length(rows, tokenizer, limit: int, report: CurationReport) -> list[Candidate]:
@@ -233,7 +235,7 @@ def curate(params: Params, tokenizer) -> dict:
                 require_valid([tmp / name / "data.jsonl"])
         result = report.as_dict(sets, time.monotonic() - start, teacher)
         write_json(tmp / "report.json", result)
-    write_json(cfg.report, result)
+    write_json(cfg.metrics, result)
     for name, count in result["sets"].items():
         log.info("curate: %s set %d rows", name, count)
     return result

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avar.config.schema import SourceConfig
-from avar.data.schema import schema_problems
-from avar.eval.benchmarks import choice_question
-from avar.eval.files import BenchmarkDataError, read_rows
-from avar.grading import normalize_text, parse_number
+from avar.data.files import BenchmarkDataError, read_rows
+from avar.data.schema import choice_question, infer_answer_type, schema_problems
+from avar.grading import normalize_text
 
 
 @dataclass
@@ -55,9 +54,7 @@ def to_record(row: dict, source: str, number: int, n_images: int) -> dict:
     question = str(row.get("question", ""))
     if choices and "\nA. " not in question:  # the options belong in the prompt
         question = choice_question(question, choices)
-    answer_type = row.get("answer_type") or (
-        "choice" if choices else "number" if parse_number(answer) is not None else "text"
-    )
+    answer_type = row.get("answer_type") or infer_answer_type(answer, choices)
     record = {
         "id": str(row.get("id") or f"{source}-{number:06d}"),
         "kind": row.get("kind") or ("visual" if n_images else "text"),

@@ -25,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from avar.config.schema import TeacherConfig
+from avar.data.chats import to_messages
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,9 @@ class TeacherError(RuntimeError):
 
 
 def teacher_chat(question: str, images: list[Image.Image]) -> list[dict]:
-    content = [{"type": "image", "image": image} for image in images]
-    content.append({"type": "text", "text": question})
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}]
+    """The teacher's prompt: its own instructions as the system turn, the record's images
+    and question as the user turn."""
+    return to_messages({"question": question, "images": images}, None, SYSTEM, False)
 
 
 def _data_url(image: Image.Image) -> str:

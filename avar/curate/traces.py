@@ -18,8 +18,7 @@ from __future__ import annotations
 import random
 
 from avar.data.scenes import COLORS
-
-LETTERS = "ABCDEFGHIJKLMNOP"
+from avar.data.schema import OPTION_LETTERS
 
 
 def wrong_answer(record: dict, rng: random.Random) -> str | None:
@@ -29,7 +28,9 @@ def wrong_answer(record: dict, rng: random.Random) -> str | None:
         value = int(answer)
         return str(value + 1 if value == 0 or rng.random() < 0.5 else value - 1)
     if kind == "choice" and len(record["choices"]) > 1:
-        others = [LETTERS[i] for i in range(len(record["choices"])) if LETTERS[i] != answer]
+        others = [
+            OPTION_LETTERS[i] for i in range(len(record["choices"])) if OPTION_LETTERS[i] != answer
+        ]
         return rng.choice(others)
     if kind == "text" and answer in COLORS:
         return rng.choice(sorted(c for c in COLORS if c != answer))

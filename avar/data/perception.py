@@ -15,6 +15,7 @@ from collections import Counter
 from PIL import Image
 
 from avar.data.scenes import COLORS, SHAPES, draw_scene, plural, random_scene
+from avar.data.schema import infer_answer_type
 
 CATEGORIES = ("count_all", "count_color", "count_shape", "color_of", "shape_of")
 ZOOM_CATEGORIES = ("color_of", "shape_of", "count_color")
@@ -41,12 +42,16 @@ def _question(rng: random.Random, category: str, scene: dict) -> tuple[str, str]
         )
     if category == "color_of":
         unique = _unique(objects, "shape")
-        target = rng.choice(unique) if unique else None
-        return target and (f"What color is the {target['shape']}?", target["color"])
+        if not unique:
+            return None
+        target = rng.choice(unique)
+        return f"What color is the {target['shape']}?", target["color"]
     if category == "shape_of":
         unique = _unique(objects, "color")
-        target = rng.choice(unique) if unique else None
-        return target and (f"What shape is the {target['color']} one?", target["shape"])
+        if not unique:
+            return None
+        target = rng.choice(unique)
+        return f"What shape is the {target['color']} one?", target["shape"]
     raise ValueError(f"unknown perception category {category!r}")
 
 
@@ -92,7 +97,7 @@ def perception_record(
         "difficulty": difficulty,
         "question": question,
         "answer": answer,
-        "answer_type": "number" if answer.isdigit() else "text",
+        "answer_type": infer_answer_type(answer),
         "choices": [],
         "images": [f"images/{record_id}.png"],
         "scene": scene,

@@ -5,6 +5,8 @@ One JSON object per line of `data.jsonl`; image paths are relative to that file'
 
 from __future__ import annotations
 
+from avar.grading import parse_number
+
 KINDS = ("visual", "text")
 ANSWER_TYPES = ("number", "choice", "text")
 DIFFICULTIES = ("easy", "medium", "hard")
@@ -65,18 +67,30 @@ def schema_problems(record: object) -> list[str]:
     return problems
 
 
+OPTION_LETTERS = "ABCDEFGHIJKLMNOP"
+"""The letters of multiple-choice options, in order."""
+
+
+def choice_question(stem: str, options: list[str]) -> str:
+    """A multiple-choice prompt: the stem, one `A. option` line each, the instruction."""
+    lines = [stem.strip()] + [f"{OPTION_LETTERS[i]}. {o}" for i, o in enumerate(options)]
+    return "\n".join(lines) + "\nAnswer with the option's letter."
+
+
+def infer_answer_type(answer: object, choices=()) -> str:
+    """`choice` with options, `number` for a plain number ("3", "-3", "1,234", "45%"),
+    else `text`: how a record's answer is graded."""
+    if choices:
+        return "choice"
+    return "number" if parse_number(str(answer)) is not None else "text"
+
+
 def question_fields(question: str, answer: object, solution: list[str], choices=()) -> dict:
     """The question part of a record; a record with choices is graded by option letter."""
-    if choices:
-        answer_type = "choice"
-    elif isinstance(answer, int):
-        answer_type = "number"
-    else:
-        answer_type = "text"
     return {
         "question": question,
         "answer": str(answer),
-        "answer_type": answer_type,
+        "answer_type": infer_answer_type(answer, choices),
         "choices": list(choices),
         "solution": solution,
     }

@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+from PIL import Image
 from rich.progress import track
 
 from avar.data.synth_text import text_record
@@ -31,10 +32,11 @@ def synthesize(
         if kind == "visual":
             (tmp / "images").mkdir()
         for index in track(range(n), description=f"synth {kind}", transient=True):
+            image: Image.Image | None = None
             if kind == "visual":
                 record, image = visual_record(rng, index, image_size)
             else:
-                record, image = text_record(rng, index), None
+                record = text_record(rng, index)
             if prefix:
                 record["id"] = record["id"].replace(kind, prefix, 1)
                 record["images"] = [f"images/{record['id']}.png" for _ in record["images"]]

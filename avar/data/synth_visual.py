@@ -10,11 +10,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from PIL import Image
+
 from avar.data.scenes import COLORS, SHAPES, describe, draw_scene, plural, random_scene
-from avar.data.schema import DIFFICULTIES, question_fields
+from avar.data.schema import DIFFICULTIES, OPTION_LETTERS, choice_question, question_fields
 
 CATEGORIES = ("count", "color", "position", "compare", "arithmetic")
-LETTERS = "ABCD"
 
 
 def _overview(scene: dict) -> str:
@@ -22,11 +23,6 @@ def _overview(scene: dict) -> str:
     parts = "; ".join(describe(o, width) for o in scene["objects"])
     n = len(scene["objects"])
     return f"The image shows {n} shape{'s' if n != 1 else ''}: {parts}."
-
-
-def _choice_question(stem: str, options: list[str]) -> str:
-    lines = [stem] + [f"{LETTERS[i]}. {opt}" for i, opt in enumerate(options)]
-    return "\n".join(lines) + "\nAnswer with the option's letter."
 
 
 def q_count(rng: random.Random, scene: dict) -> dict | None:
@@ -85,10 +81,10 @@ def q_position(rng: random.Random, scene: dict) -> dict | None:
         else:
             relation = "above" if dy < 0 else "below"
         options = ["left of", "right of", "above", "below"]
-        letter = LETTERS[options.index(relation)]
+        letter = OPTION_LETTERS[options.index(relation)]
         width = scene["width"]
         return question_fields(
-            _choice_question(f"Where is the {_name(a)} relative to the {_name(b)}?", options),
+            choice_question(f"Where is the {_name(a)} relative to the {_name(b)}?", options),
             letter,
             [
                 _overview(scene),
@@ -113,14 +109,14 @@ def q_compare(rng: random.Random, scene: dict) -> dict | None:
     else:
         index = 2
     return question_fields(
-        _choice_question(
+        choice_question(
             f"Are there more {plural(first)} or more {plural(second)} in the image?", options
         ),
-        LETTERS[index],
+        OPTION_LETTERS[index],
         [
             _overview(scene),
             f"There are {n_first} {plural(first)} and {n_second} {plural(second)}.",
-            f"So the answer is {options[index]}: option {LETTERS[index]}.",
+            f"So the answer is {options[index]}: option {OPTION_LETTERS[index]}.",
         ],
         options,
     )
@@ -164,7 +160,7 @@ GENERATORS: dict[str, Callable[[random.Random, dict], dict | None]] = {
 }
 
 
-def visual_record(rng: random.Random, index: int, width: int) -> tuple[dict, object]:
+def visual_record(rng: random.Random, index: int, width: int) -> tuple[dict, Image.Image]:
     """One record and its image. Falls back through categories until one fits the scene."""
     difficulty = DIFFICULTIES[index % len(DIFFICULTIES)]
     first = rng.randrange(len(CATEGORIES))

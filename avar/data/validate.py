@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,7 @@ class InvalidDataError(ValueError):
     """Raised by `require_valid`; its message lists the problems with file:line."""
 
 
-def validate_files(paths: list[str | Path]) -> Report:
+def validate_files(paths: Sequence[str | Path]) -> Report:
     """Validate JSONL files; ids must be unique across all of them."""
     report = Report()
     first_seen: dict[str, tuple[Path, int]] = {}
@@ -86,9 +87,9 @@ def _check_line(path, number, line, report, first_seen) -> None:
     else:
         first_seen[record["id"]] = (path, number)
     for image in record["images"]:
-        reason = _image_problem(path.parent / image)
-        if reason:
-            fail(f"image '{image}': {reason}")
+        problem = _image_problem(path.parent / image)
+        if problem:
+            fail(f"image '{image}': {problem}")
         else:
             report.images += 1
 

@@ -17,10 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from avar.eval.files import BenchmarkDataError, decode_image, field, read_rows, row_error
-from avar.grading import parse_number
+from avar.data.files import BenchmarkDataError, decode_image, field, read_rows, row_error
+from avar.data.schema import OPTION_LETTERS, choice_question, infer_answer_type
 
-LETTERS = "ABCDEFGHIJKLMNOP"
 IMAGE_TAG = re.compile(r"<image\s*(\d+)>")
 
 
@@ -35,20 +34,10 @@ class Benchmark:
     """(row, file, row number) -> sample, or None for a row the benchmark leaves out."""
 
 
-def choice_question(stem: str, options: list[str]) -> str:
-    lines = [stem.strip()] + [f"{LETTERS[i]}. {option}" for i, option in enumerate(options)]
-    return "\n".join(lines) + "\nAnswer with the option's letter."
-
-
 def sample(row_id, question, answer, images, category, choices=(), letter=False) -> dict:
     """An evaluation sample. With `choices` (or `letter`), `answer` is an option letter."""
     answer = str(answer).strip()
-    if choices or letter:
-        answer_type = "choice"
-    elif parse_number(answer) is not None:
-        answer_type = "number"
-    else:
-        answer_type = "text"
+    answer_type = "choice" if letter else infer_answer_type(answer, choices)
     return {
         "id": str(row_id),
         "question": choice_question(question, list(choices)) if choices else question.strip(),
@@ -63,10 +52,10 @@ def sample(row_id, question, answer, images, category, choices=(), letter=False)
 def letter_of(answer: str, options: list[str], path: Path, number: int) -> str:
     """The option letter of an answer given as a letter or as the option's text."""
     answer = str(answer).strip()
-    if len(answer) == 1 and answer.upper() in LETTERS[: len(options)]:
+    if len(answer) == 1 and answer.upper() in OPTION_LETTERS[: len(options)]:
         return answer.upper()
     if answer in options:
-        return LETTERS[options.index(answer)]
+        return OPTION_LETTERS[options.index(answer)]
     raise row_error(path, number, f"answer {answer!r} is neither a letter nor one of {options}")
 
 

@@ -8,8 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from avar.attention.hooks import decoder_attention
-from avar.attention.measure import VasSettings, chat_masses, report
 from avar.config.specs import InterventionSpec, layer_list
+from avar.eval.measure import VasSettings, chat_masses, report
 from avar.generate import generate
 from avar.grading import extract_answer, grade
 
@@ -21,7 +21,7 @@ class Answers:
     records: list[dict]
     responses: list[str]
     correct: list[bool]
-    vas: dict | None  # avar.attention.measure.report of the answers, or None
+    vas: dict | None  # avar.eval.measure.report of the answers, or None
 
     def accuracy(self) -> float:
         return sum(self.correct) / len(self.correct)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from avar.config import Params
 from avar.config.specs import parse_intervention
+from avar.data.chats import prompts
 from avar.eval.benchmarks import benchmark, load_samples
 from avar.eval.harness import answer
 from avar.summary import number_cell
@@ -29,19 +30,6 @@ class EvalRequest:
     limit: int = 0
     intervene: str = ""
     vas: bool = False
-
-
-def chats(samples: list[dict], system_prompt: str | None) -> list[list[dict]]:
-    """Prompts: [system], user (the sample's images, then its question)."""
-    prompts = []
-    for s in samples:
-        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        content = [{"type": "image", "image": image} for image in s["images"]]
-        messages.append(
-            {"role": "user", "content": content + [{"type": "text", "text": s["question"]}]}
-        )
-        prompts.append(messages)
-    return prompts
 
 
 def bench_folder(name: str, data_dir: Path, params: Params, scratch: Path) -> Path:
@@ -66,7 +54,7 @@ def bench_folder(name: str, data_dir: Path, params: Params, scratch: Path) -> Pa
 
 def evaluate(request: EvalRequest, params: Params) -> dict:
     """Load, answer, grade (and measure) every benchmark; the report as a dict."""
-    from avar.models.loader import load_model, load_processor
+    from avar.models.loader import load
 
     benches = [benchmark(name) for name in request.benches]  # unknown names fail first
     intervention = parse_intervention(request.intervene)
@@ -78,8 +66,7 @@ def evaluate(request: EvalRequest, params: Params) -> dict:
             for b in benches
         }
         samples = {b.name: list(load_samples(b, folders[b.name], request.limit)) for b in benches}
-    model = load_model(request.model, params.model.device, params.model.dtype)
-    processor = load_processor(request.model, params.model.min_pixels, params.model.max_pixels)
+    model, processor = load(request.model, params.model)
     for bench in benches:
         items = samples[bench.name]
         if not items:
@@ -89,7 +76,7 @@ def evaluate(request: EvalRequest, params: Params) -> dict:
         answers = answer(
             model,
             processor,
-            chats(items, params.model.system_prompt),
+            prompts(items, None, params.model.system_prompt or None),
             items,
             cfg.max_new_tokens,
             cfg.batch_size,
@@ -111,7 +98,7 @@ def evaluate(request: EvalRequest, params: Params) -> dict:
         results[bench.name] = result
         prefix = f"eval/{bench.name}"
         metrics[f"{prefix}/accuracy"] = result["accuracy"]
-        metrics.update({f"{prefix}/accuracy/{c}": v for c, v in result["categories"].items()})
+        metrics.update({f"{prefix}/accuracy/{c}": v for c, v in answers.by_category().items()})
         if answers.vas:
             metrics[f"{prefix}/vas"] = result["vas"]
     return {

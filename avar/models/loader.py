@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+from avar.config.schema import ModelConfig
 from avar.models.processor import ImageTextProcessor
 from avar.models.weights import WeightMismatch, mismatch_message
 
@@ -49,7 +51,7 @@ def model_family(name_or_path: str) -> str:
 
 def load_processor(name_or_path: str, min_pixels: int = 0, max_pixels: int = 0):
     """The family's processor, else the image-only one; pixel bounds overridden when > 0."""
-    processor = None
+    processor: Any = None
     try:
         processor = AutoProcessor.from_pretrained(name_or_path)
     except (OSError, ImportError, ValueError, TypeError) as err:
@@ -93,9 +95,11 @@ def load_model(
     return model.to(target).eval()
 
 
-def load(name_or_path: str, device: str = "auto", dtype: str = "auto", **pixels):
-    """(model, processor) for a checkpoint."""
-    return load_model(name_or_path, device, dtype), load_processor(name_or_path, **pixels)
+def load(name_or_path: str, section: ModelConfig, attn_implementation: str = "sdpa"):
+    """(model, processor) of a checkpoint with the `model` section's device, dtype and pixel
+    bounds: how every command and stage loads a model to run it."""
+    model = load_model(name_or_path, section.device, section.dtype, attn_implementation)
+    return model, load_processor(name_or_path, section.min_pixels, section.max_pixels)
 
 
 def claim_family_processor(directory: Path, processor_class: str = "Qwen2_5_VLProcessor") -> None:

@@ -1,6 +1,6 @@
 """The pipeline's stages: each is `run(params) -> result`, called by `avar stage NAME`,
-dvc.yaml and the Prefect flow alike."""
+dvc.yaml and the Prefect flow alike, and declared once in `registry`."""
 
-STAGES = ("prepare", "base", "curate", "coldstart_text", "sft_mm", "rl", "vas", "eval", "register")
-TRAINING_STAGES = ("base", "coldstart_text", "sft_mm", "rl")
-"""The stages that train a model: each publishes `<stage>.out_dir` and scores checkpoints."""
+from avar.stages.registry import STAGES, TRAINING_STAGES, Stage, stage
+
+__all__ = ["STAGES", "TRAINING_STAGES", "Stage", "stage"]

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from avar.config import Params
+from avar.data.chats import to_messages
 from avar.data.perception import majority_accuracy, perception_set
 from avar.io import atomic_dir
 from avar.models.tiny import PRESETS, init_tiny
@@ -28,15 +29,10 @@ PERCEPTION_SEED_OFFSET = 1000  # the held-out perception set never shares the tr
 
 def perception_chats(pairs, system_prompt: str, with_response: bool = True) -> list[list[dict]]:
     """Chat messages for in-memory perception records and their images."""
-    chats = []
-    for record, image in pairs:
-        messages = [{"role": "system", "content": system_prompt}]
-        content = [{"type": "image", "image": image}, {"type": "text", "text": record["question"]}]
-        messages.append({"role": "user", "content": content})
-        if with_response:
-            messages.append({"role": "assistant", "content": record["response"]})
-        chats.append(messages)
-    return chats
+    return [
+        to_messages({**record, "images": [image]}, None, system_prompt, with_response)
+        for record, image in pairs
+    ]
 
 
 def resolve_checkpoint(name_or_path: str, out_dir: str) -> Path:

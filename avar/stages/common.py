@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from avar.attention.losses import AttentionGuidedLoss
 from avar.config import Params
 from avar.train.data import ChatCollator, ChatDataset, load_training_records
 from avar.train.run import StagePlan
@@ -40,7 +41,9 @@ def stage_model(params: Params, stage: str) -> str:
     return str(out_dir)
 
 
-def sft_plan(params: Params, name: str, init_stage: str, **trainer_kwargs) -> StagePlan:
+def sft_plan(
+    params: Params, name: str, init_stage: str, objective: AttentionGuidedLoss | None = None
+) -> StagePlan:
     """Supervised fine-tuning of `init_stage`'s model on the records of `<name>.data`."""
     cfg = getattr(params, name)
     records, root = load_training_records(cfg.data, f"{name}.data")
@@ -52,6 +55,6 @@ def sft_plan(params: Params, name: str, init_stage: str, **trainer_kwargs) -> St
         build_dataset=lambda processor: ChatDataset.from_records(records, root, processor, system),
         collator=ChatCollator,
         trainer_class=AvarTrainer,
-        trainer_kwargs=trainer_kwargs,
+        objective=objective,
         score_sets=[heldout_scores(params)],
     )

@@ -1,7 +1,7 @@
 """`avar stage eval`: every stage's model on the benchmark suite of the `eval` section,
 without and (when `eval.intervene` is set) with the training-free intervention.
 
-Writes `eval.out`: per model its flat metrics (what `dvc metrics show` and MLflow read) and
+Writes `eval.metrics`: per model its flat metrics (what `dvc metrics show` and MLflow read) and
 per benchmark its numbers; the per-sample answers of each model go beside it, under
 `eval/<stage>.json`.
 """
@@ -48,7 +48,7 @@ def run(params: Params) -> EvalResult:
     models = stage_models(params)
     if not models:
         raise FileNotFoundError("no stage model to evaluate: run the training stages first")
-    out = Path(cfg.out)
+    out = Path(cfg.metrics)
     rows = {}
     for stage, folder in models.items():
         request = EvalRequest(folder, cfg.benches, cfg.data_dir, cfg.limit, "", cfg.vas)

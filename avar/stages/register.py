@@ -14,7 +14,7 @@ from avar.tracking.registry import Registration, register
 
 def candidate_score(params: Params) -> float:
     """The registered stage's `register.metric` from the eval stage's report."""
-    cfg, path = params.register, Path(params.eval.out)
+    cfg, path = params.register, Path(params.eval.metrics)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `avar stage eval` first")
     models = json.loads(path.read_text())["models"]
@@ -29,5 +29,5 @@ def candidate_score(params: Params) -> float:
 def run(params: Params) -> Registration:
     score = candidate_score(params)
     registration = register(params, getattr(params, params.register.stage).out_dir, score)
-    write_json(params.register.out, registration.as_dict())
+    write_json(params.register.metrics, registration.as_dict())
     return registration

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from avar.attention.measure import prompts
 from avar.config import Params
+from avar.data.chats import prompts
 from avar.segments import encode
 from avar.stages.common import heldout_scores, stage_model
 from avar.train.data import load_training_records
-from avar.train.grpo import GrpoTrainer
+from avar.train.grpo import GrpoObjective, GrpoTrainer
 from avar.train.run import StagePlan, StageResult, train_stage
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def run(params: Params) -> StageResult:
         build_dataset=lambda processor: within_length(rows, processor, cfg.max_prompt_tokens),
         collator=lambda processor: keep_rows,
         trainer_class=GrpoTrainer,
-        trainer_kwargs={"rl": cfg},
+        objective=GrpoObjective.from_config(cfg),
         score_sets=[heldout_scores(params)],
     )
     return train_stage(plan, params)

@@ -9,6 +9,7 @@ alpha = beta = 0 is plain multimodal SFT, the paper's ablation.
 
 from __future__ import annotations
 
+from avar.attention.losses import AttentionGuidedLoss
 from avar.config import Params
 from avar.stages.common import sft_plan
 from avar.train.run import StageResult, train_stage
@@ -16,7 +17,5 @@ from avar.train.run import StageResult, train_stage
 
 def run(params: Params) -> StageResult:
     cfg = params.sft_mm
-    plan = sft_plan(
-        params, "sft_mm", cfg.init_from, alpha=cfg.alpha, beta=cfg.beta, layers=cfg.layers
-    )
-    return train_stage(plan, params)
+    objective = AttentionGuidedLoss.from_config(cfg)
+    return train_stage(sft_plan(params, "sft_mm", cfg.init_from, objective), params)

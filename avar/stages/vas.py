@@ -4,7 +4,7 @@ Each published stage model (base, coldstart_text, sft_mm, rl) is measured on the
 held-out questions (`checkpoint_eval.data`, teacher-forced on the reference answers, with
 the `vas` section's queries, layers and implementation). The per-checkpoint VAS and
 accuracy the training stages scored on their greedy answers are gathered beside them.
-Writes `vas.out` and, next to it, `plots/`: the data DVC plots (checkpoints.json,
+Writes `vas.metrics` and, next to it, `plots/`: the data DVC plots (checkpoints.json,
 stages.json) and the same two plots as PNG for MLflow and the README.
 """
 
@@ -16,8 +16,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from avar.attention.measure import VasSettings, load_records, measure_vas
 from avar.config import Params
+from avar.data.chats import load_records
+from avar.eval.measure import VasSettings, measure_vas
 from avar.io import write_json
 from avar.stages import TRAINING_STAGES
 
@@ -73,7 +74,7 @@ def log10(vas: float | None) -> float | None:
 
 
 def measure_stages(params: Params) -> dict[str, dict]:
-    from avar.models.loader import load_model, load_processor
+    from avar.models.loader import load
 
     cfg = params.vas
     records, root = load_records(params.checkpoint_eval.data, params.checkpoint_eval.limit)
@@ -85,13 +86,8 @@ def measure_stages(params: Params) -> dict[str, dict]:
     )
     measured = {}
     for stage, folder in stage_models(params).items():
-        model = load_model(
-            folder,
-            params.model.device,
-            params.model.dtype,
-            attn_implementation="eager" if cfg.impl == "eager" else "sdpa",
-        )
-        processor = load_processor(folder, params.model.min_pixels, params.model.max_pixels)
+        attention = "eager" if cfg.impl == "eager" else "sdpa"
+        model, processor = load(folder, params.model, attention)
         report = measure_vas(model, processor, records, root, settings, params.model.system_prompt)
         measured[stage] = {
             k: report[k] for k in ("vas", "image_mass", "system_mass", "n", "vas_per_layer")
@@ -137,7 +133,7 @@ def draw_plots(stages: dict[str, dict], checkpoints: list[dict], folder: Path) -
 def run(params: Params) -> VasResult:
     stages = measure_stages(params)
     checkpoints = checkpoint_rows(params)
-    out = Path(params.vas.out)
+    out = Path(params.vas.metrics)
     plots = out.parent / "plots"
     write_json(plots / "checkpoints.json", checkpoints)
     write_json(

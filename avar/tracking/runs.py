@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from avar.config import Params, flatten
-from avar.stages import TRAINING_STAGES
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "AVAR_PARENT_RUN_ID"
@@ -80,7 +79,7 @@ def finish_pipeline(params: Params, run_id: str, workspace: str | Path, ok: bool
     mlflow_client = client(params)
     for key, value in dvc_hashes(workspace).items():
         mlflow_client.set_tag(run_id, key, value)
-    plots = Path(workspace) / Path(params.vas.out).parent / "plots"
+    plots = Path(workspace) / Path(params.vas.metrics).parent / "plots"
     for png in sorted(plots.glob("*.png")):
         mlflow_client.log_artifact(run_id, str(png), "plots")
     mlflow_client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
@@ -107,9 +106,13 @@ def numbers(row: dict, skip: tuple[str, ...] = ("step",)) -> dict[str, float]:
 
 
 def log_stage(
-    params: Params, stage: str, parent_id: str, workspace: str | Path, cached: bool = False
+    params: Params, stage, parent_id: str, workspace: str | Path, cached: bool = False
 ) -> str:
-    """A child run of `parent_id` with the stage's params, metrics and metrics file."""
+    """A child run of `parent_id` with the stage's params, metrics and metrics file.
+
+    `stage` is the stage's declaration (avar.stages.Stage): its name, section, metrics
+    file, how its rows are logged, whether it trains and whether it draws plots.
+    """
     from mlflow.entities import Metric
 
     mlflow_client = client(params)
@@ -117,75 +120,38 @@ def log_stage(
     parent = mlflow_client.get_run(parent_id)
     run = mlflow_client.create_run(
         parent.info.experiment_id,
-        run_name=stage,
+        run_name=stage.name,
         tags={
             "mlflow.parentRunId": parent_id,
             "avar.kind": "stage",
-            "avar.stage": stage,
+            "avar.stage": stage.name,
             "avar.cached": str(cached).lower(),
             "avar.git_sha": parent.data.tags.get("avar.git_sha", "unknown"),
         },
     )
     run_id = run.info.run_id
-    section = getattr(params, stage, None)
-    if section is not None:
-        log_params(mlflow_client, run_id, flatten(section, stage))
-    path = workspace / stage_metrics_file(params, stage)
-    if path.is_file():
+    section = getattr(params, stage.section)
+    log_params(mlflow_client, run_id, flatten(section, stage.section))
+    metrics_file = stage.metrics_file(params)
+    path = workspace / metrics_file
+    if metrics_file and path.is_file():
         report = json.loads(path.read_text())
         now = int(time.time() * 1000)
         metrics = [
             Metric(k, v, now, step or 0)
-            for step, row in stage_rows(stage, report)
+            for step, row in stage.rows(report)
             for k, v in numbers(row).items()
         ]
         for start in range(0, len(metrics), 1000):
             mlflow_client.log_batch(run_id, metrics=metrics[start : start + 1000])
         mlflow_client.log_artifact(run_id, str(path), "metrics")
-        if stage in TRAINING_STAGES:
-            log_checkpoints(mlflow_client, run, stage, section, report)
-        if stage == "vas":
+        if stage.trains:
+            log_checkpoints(mlflow_client, run, stage.name, section, report)
+        if stage.plots:
             for png in sorted((path.parent / "plots").glob("*.png")):
                 mlflow_client.log_artifact(run_id, str(png), "plots")
     mlflow_client.set_terminated(run_id, "FINISHED")
     return run_id
-
-
-def stage_metrics_file(params: Params, stage: str) -> str:
-    """Where a stage writes its numbers."""
-    if stage in TRAINING_STAGES:
-        return getattr(params, stage).metrics
-    return {
-        "curate": params.curate.report,
-        "vas": params.vas.out,
-        "eval": params.eval.out,
-        "register": params.register.out,
-        "prepare": "",
-    }.get(stage, "")
-
-
-def stage_rows(stage: str, report: dict) -> list[tuple[int | None, dict]]:
-    """(step, flat numbers) pairs of a stage's metrics file, for the stage's run. A training
-    stage's checkpoint rows are not among them: `log_checkpoints` logs those to the run and
-    its LoggedModels at once."""
-    if stage in TRAINING_STAGES:
-        return [
-            (entry["step"], {f"train/{k}": v for k, v in entry.items() if k != "step"})
-            for entry in report.get("history", [])
-            if "step" in entry
-        ]
-    if stage == "curate":
-        flat = {f"curate/sets/{k}": v for k, v in report.get("sets", {}).items()}
-        flat.update({f"curate/dropped/{k}": v for k, v in report.get("dropped", {}).items()})
-        return [(None, {**flat, "curate/seconds": report.get("seconds")})]
-    if stage == "vas":
-        return [(None, {f"{name}/vas": row.get("vas") for name, row in report["stages"].items()})]
-    if stage == "eval":
-        return [
-            (None, {f"{name}/{k}": v for k, v in row["metrics"].items()})
-            for name, row in report["models"].items()
-        ]
-    return [(None, flatten(report))]
 
 
 def log_checkpoints(mlflow_client, run, stage: str, section, report: dict) -> None:

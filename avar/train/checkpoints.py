@@ -12,6 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from transformers import Trainer
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -80,7 +81,7 @@ def processor_files(model_dir: str | Path) -> list[Path]:
     ]
 
 
-class ExactResume:
+class ExactResume(Trainer):
     """Trainer mixin: resuming loads every weight of the checkpoint into the model, renamed
     as `from_pretrained` renames it, or stops with the names that did not pair up.
 

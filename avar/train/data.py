@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from avar.attention.measure import conversations, load_records
+from avar.data.chats import conversations, load_records
 from avar.segments import collate, encode
 
 

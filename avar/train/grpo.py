@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
-from transformers import Trainer
 from trl.models.utils import unwrap_model_for_generation
 
 from avar.attention.probe import mass_probe
-from avar.attention.vas import sequence_vas
 from avar.config.schema import RlConfig
-from avar.generate import model_inputs, vision_token_ids
-from avar.rewards import accuracy_reward, format_reward
-from avar.segments import Segment, encode_batch
+from avar.generate import vision_token_ids
+from avar.rewards import VisualAnchoredReward
+from avar.segments import Segment, encode_batch, model_inputs
 from avar.train.checkpoints import ExactResume
 from avar.train.sft import LoggedStats
 
@@ -72,22 +71,43 @@ def grpo_loss(logps, mask, advantages, ref_logps=None, kl_coef: float = 0.0):
     return loss, stats
 
 
-class GrpoTrainer(LoggedStats, ExactResume, Trainer):
+@dataclass(frozen=True)
+class GrpoObjective:
+    """What a GRPO step samples and optimises, built from the `rl` section in one step."""
+
+    reward: VisualAnchoredReward
+    group_size: int = 4
+    temperature: float = 1.0
+    max_completion_tokens: int = 96
+    kl_coef: float = 0.0
+
+    @classmethod
+    def from_config(cls, rl: RlConfig) -> GrpoObjective:
+        return cls(
+            VisualAnchoredReward.from_config(rl),
+            rl.group_size,
+            rl.temperature,
+            rl.max_completion_tokens,
+            rl.kl_coef,
+        )
+
+
+class GrpoTrainer(LoggedStats, ExactResume):
     """Trainer whose batches are prompts (records) and whose loss is GRPO's."""
 
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, rl: RlConfig, **kwargs):
+    def __init__(self, *args, objective: GrpoObjective, **kwargs):
         super().__init__(*args, **kwargs)
-        self.processor, self.rl = self.processing_class, rl
+        self.processor, self.objective = self.processing_class, objective
         self.ref_model = None
-        if rl.kl_coef > 0:
+        if objective.kl_coef > 0:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self._stats = defaultdict(list)
 
     def rollout(self, model, records: list[dict]) -> tuple[dict, list[str]]:
         """Sample group_size completions per prompt: the batch (prompt + completion) and texts."""
-        chats = [r["prompt"] for r in records for _ in range(self.rl.group_size)]
+        chats = [r["prompt"] for r in records for _ in range(self.objective.group_size)]
         prompt = encode_batch(
             self.processor, chats, padding_side="left", add_generation_prompt=True
         )
@@ -98,10 +118,10 @@ class GrpoTrainer(LoggedStats, ExactResume, Trainer):
             output = policy.generate(
                 **model_inputs(prompt),
                 do_sample=True,
-                temperature=self.rl.temperature,
+                temperature=self.objective.temperature,
                 top_k=0,
                 top_p=1.0,
-                max_new_tokens=self.rl.max_completion_tokens,
+                max_new_tokens=self.objective.max_completion_tokens,
                 pad_token_id=tokenizer.pad_token_id,
                 suppress_tokens=vision_token_ids(tokenizer),
             )
@@ -131,36 +151,31 @@ class GrpoTrainer(LoggedStats, ExactResume, Trainer):
 
     def rewards(self, texts: list[str], records: list[dict], masses: torch.Tensor) -> dict:
         """Each reward component per completion, and their weighted total. masses [L,N,H,S]"""
-        group = self.rl.group_size
+        group = self.objective.group_size
         columns = {
             key: [r[key] for r in records for _ in range(group)]
             for key in ("answer", "answer_type", "choices")
         }
-        accuracy = torch.tensor(accuracy_reward(texts, **columns))
-        form = torch.tensor(format_reward(texts))
-        vas = torch.nan_to_num(sequence_vas(masses.float().cpu()), nan=0.0)
-        visual = vas * (accuracy > 0)
-        total = accuracy + self.rl.lambda_visual * visual + self.rl.lambda_format * form
-        return {"accuracy": accuracy, "format": form, "visual": visual, "total": total}
+        return self.objective.reward(texts, masses, **columns)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         records = inputs
         batch, texts = self.rollout(model, records)
         segments = batch.pop("segment_ids")
         core = self.accelerator.unwrap_model(model)
-        with mass_probe(core, segments, "response", self.rl.visual_layers) as probe:
+        with mass_probe(core, segments, "response", self.objective.reward.layers) as probe:
             logits = model(**batch).logits
         logps = token_logps(logits, batch["input_ids"])  # [N, T-1]
         masses = probe.masses().detach()
         rewards = self.rewards(texts, records, masses)
-        advantages = group_advantages(rewards["total"], self.rl.group_size).to(logps.device)
+        advantages = group_advantages(rewards["total"], self.objective.group_size).to(logps.device)
         mask = (segments[:, 1:] == Segment.RESPONSE).to(logps.device)
         ref_logps = None
         if self.ref_model is not None:
             self.ref_model.to(logps.device)
             with torch.no_grad():
                 ref_logps = token_logps(self.ref_model(**batch).logits, batch["input_ids"])
-        loss, stats = grpo_loss(logps, mask, advantages, ref_logps, self.rl.kl_coef)
+        loss, stats = grpo_loss(logps, mask, advantages, ref_logps, self.objective.kl_coef)
         self._record(rewards, stats, mask, masses)
         return (loss, logits) if return_outputs else loss
 

@@ -10,18 +10,22 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from transformers import TrainerState
 from transformers.integrations import is_deepspeed_zero3_enabled
 
+from avar.attention.losses import AttentionGuidedLoss
 from avar.config import Params
 from avar.config.schema import TrainConfig
 from avar.io import write_json
 from avar.models.loader import load_model, load_processor, resolve_device, resolve_dtype
 from avar.train.arguments import training_arguments
 from avar.train.checkpoints import TRAINER_STATE, publish_checkpoint, publish_model, resume_point
+from avar.train.grpo import GrpoObjective
 from avar.train.scoring import ScoreCheckpoints, ScoreSet, score
 
 log = logging.getLogger(__name__)
@@ -61,10 +65,10 @@ class StagePlan:
     name: str
     cfg: TrainConfig
     model_dir: str
-    build_dataset: object  # (processor) -> torch Dataset
+    build_dataset: Callable[[Any], Any]  # processor -> torch Dataset
     trainer_class: type
-    collator: object = None  # (processor) -> collate function
-    trainer_kwargs: dict = field(default_factory=dict)
+    collator: Callable[[Any], Any] | None = None  # processor -> collate function
+    objective: AttentionGuidedLoss | GrpoObjective | None = None  # what the trainer optimises
     score_sets: list[ScoreSet] = field(default_factory=list)
     sampling: str = "random"
     reference: dict = field(default_factory=dict)  # fixed numbers to report beside the rows
@@ -123,8 +127,10 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
     with args.main_process_first(desc="checkpoints"):
         resumed_from = resume_point(cfg.checkpoint_dir, fingerprint(plan), cfg.resume)
     processor = load_processor(plan.model_dir, params.model.min_pixels, params.model.max_pixels)
-    finished = resumed_from is not None and checkpoint_step(resumed_from) >= cfg.max_steps
-    model = load_model(resumed_from if finished else plan.model_dir, device="cpu", dtype="fp32")
+    finished = None  # the final checkpoint, when a finished stage runs again
+    if resumed_from is not None and checkpoint_step(resumed_from) >= cfg.max_steps:
+        finished = resumed_from
+    model = load_model(finished or plan.model_dir, device="cpu", dtype="fp32")
     if is_deepspeed_zero3_enabled():
         # transformers' ZeRO-3 loader keeps every candidate key renaming, used or not, and
         # reverting them all on save misnames the weights (model.model.*); the model's
@@ -152,12 +158,12 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
         callbacks=[
             ScoreCheckpoints(processor, plan.score_sets, save_rows, {row["step"] for row in rows})
         ],
-        **plan.trainer_kwargs,
+        objective=plan.objective,
     )
     start = time.monotonic()
     if finished:  # a re-run of a finished stage: publish its last checkpoint again
-        log.info("%s already finished at %s", plan.name, resumed_from)
-        trainer.state = TrainerState.load_from_json(str(Path(resumed_from) / TRAINER_STATE))
+        log.info("%s already finished at %s", plan.name, finished)
+        trainer.state = TrainerState.load_from_json(str(Path(finished) / TRAINER_STATE))
     else:
         trainer.train(resume_from_checkpoint=resumed_from)
     seconds = time.monotonic() - start
@@ -168,7 +174,7 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
             row.update(score(trainer.model, processor, scores))
         save_rows(row)
     if finished:  # the checkpoint holds the final weights as they were saved
-        publish_checkpoint(trainer, resumed_from, plan.model_dir, cfg.out_dir)
+        publish_checkpoint(trainer, finished, plan.model_dir, cfg.out_dir)
     else:
         publish_model(trainer, plan.model_dir, cfg.out_dir)
     result = StageResult(

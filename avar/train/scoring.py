@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from transformers import TrainerCallback
 
-from avar.attention.measure import prompts
+from avar.data.chats import prompts
 from avar.eval.harness import answer
 
 
@@ -40,10 +40,11 @@ def score(model, processor, scores: ScoreSet) -> dict[str, float | None]:
         scores.batch_size,
         scores.layers,
     )
+    vas = answers.vas or {}
     return {
         f"{scores.name}/accuracy": answers.accuracy(),
         **{f"{scores.name}/accuracy/{c}": v for c, v in answers.by_category().items()},
-        **{f"{scores.name}/{k}": answers.vas[k] for k in ("vas", "image_mass", "system_mass")},
+        **{f"{scores.name}/{k}": vas.get(k) for k in ("vas", "image_mass", "system_mass")},
     }
 
 

@@ -15,12 +15,12 @@ from collections import defaultdict
 
 from transformers import Trainer
 
-from avar.attention.losses import attention_guided_loss
+from avar.attention.losses import AttentionGuidedLoss
 from avar.attention.probe import mass_probe
 from avar.train.checkpoints import ExactResume
 
 
-class LoggedStats:
+class LoggedStats(Trainer):
     """Trainer mixin: numbers put in `self._stats` each step are logged as their means."""
 
     _stats: dict[str, list[float]]
@@ -33,28 +33,26 @@ class LoggedStats:
         super().log(logs, start_time)
 
 
-class AvarTrainer(LoggedStats, ExactResume, Trainer):
+class AvarTrainer(LoggedStats, ExactResume):
     """HF Trainer whose loss adds the attention terms; every component is logged."""
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 
-    def __init__(self, *args, alpha: float = 0.0, beta: float = 0.0, layers: str = "all", **kw):
+    def __init__(self, *args, objective: AttentionGuidedLoss | None = None, **kw):
         super().__init__(*args, **kw)
-        self.alpha, self.beta, self.layers = alpha, beta, layers
+        self.objective = objective or AttentionGuidedLoss()
         self._stats = defaultdict(list)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         segment_ids = inputs.pop("segment_ids")
-        if not (self.alpha or self.beta):
+        if not self.objective.probes:
             outputs = model(**inputs)
             self._stats["loss_lm"].append(outputs.loss.item())
             return (outputs.loss, outputs) if return_outputs else outputs.loss
         core = self.accelerator.unwrap_model(model)
-        with mass_probe(core, segment_ids, "response", self.layers) as probe:
+        with mass_probe(core, segment_ids, "response", self.objective.layers) as probe:
             outputs = model(**inputs)
-        loss, stats = attention_guided_loss(
-            outputs.loss, probe.masses(), segment_ids, self.alpha, self.beta
-        )
+        loss, stats = self.objective(outputs.loss, probe.masses(), segment_ids)
         for name, value in stats.items():
             value = float(value)
             if name != "loss" and math.isfinite(value):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -20,9 +19,9 @@ from avar.attention.probe import eager_masses, mass_probe
 from avar.attention.steering import steer
 from avar.attention.vas import head_mean_masses, vas_per_layer
 from avar.config.specs import InterventionSpec, layer_list, layer_range
-from avar.data.prompts import to_messages
-from avar.generate import generate, model_inputs
-from avar.segments import encode_batch
+from avar.data.chats import conversations, prompts
+from avar.generate import generate
+from avar.segments import encode_batch, model_inputs
 
 IMPLS = ("efficient", "eager")
 
@@ -57,22 +56,6 @@ def batch_masses(model, batch: dict, settings: VasSettings) -> torch.Tensor:
         with mass_probe(model, segments, settings.queries, settings.layers, steering) as probe:
             model(**model_inputs(batch))
     return probe.masses()
-
-
-def prompts(records, root, system_prompt) -> list[list[dict]]:
-    """Chat messages per record, up to the user turn (for generation)."""
-    return [to_messages(r, root, system_prompt, with_response=False) for r in records]
-
-
-def conversations(records, root, system_prompt, responses=None) -> list[list[dict]]:
-    """Chat messages per record, ending in the reference or the given response."""
-    if responses is None:
-        return [to_messages(r, root, system_prompt, with_response=True) for r in records]
-    chats = prompts(records, root, system_prompt)
-    return [
-        c + [{"role": "assistant", "content": text}]
-        for c, text in zip(chats, responses, strict=True)
-    ]
 
 
 def chat_masses(model, processor, chats, settings: VasSettings, progress: bool = False):
@@ -136,12 +119,3 @@ def report(masses: torch.Tensor, records, settings: VasSettings, layers: list[in
             for i, (record, v) in enumerate(zip(records, sample_vas.tolist(), strict=True))
         ],
     }
-
-
-def load_records(path: str | Path, limit: int = 0) -> tuple[list[dict], Path]:
-    """Validated records of a JSONL file (first `limit`, 0 = all) and their image root."""
-    from avar.data import read_jsonl, require_valid
-
-    require_valid([path])
-    records = read_jsonl(path)
-    return (records[:limit] if limit else records), Path(path).parent

@@ -84,23 +84,24 @@ def decode_image(value, root: Path, path: Path, number: int) -> Image.Image:
     try:
         if isinstance(value, dict):
             if value.get("bytes"):
-                return _open(io.BytesIO(value["bytes"]))
+                return open_image(io.BytesIO(value["bytes"]))
             value = value.get("path")
         if isinstance(value, bytes | bytearray):
-            return _open(io.BytesIO(value))
+            return open_image(io.BytesIO(value))
         if isinstance(value, str) and value:
             looks_like_path = Path(value).suffix.lower() in IMAGE_SUFFIXES
             if looks_like_path and (root / value).is_file():
-                return _open(root / value)
+                return open_image(root / value)
             if looks_like_path:
                 raise row_error(path, number, f"image file {root / value} not found")
-            return _open(io.BytesIO(base64.b64decode(value, validate=True)))
+            return open_image(io.BytesIO(base64.b64decode(value, validate=True)))
     except (UnidentifiedImageError, binascii.Error, OSError) as err:
         raise row_error(path, number, f"image does not decode ({err})") from None
     raise row_error(path, number, f"no image in {str(value)[:60]!r}")
 
 
-def _open(source) -> Image.Image:
+def open_image(source) -> Image.Image:
+    """An image from a path or a file object, decoded now and in RGB."""
     image = Image.open(source)
     image.load()
     return image.convert("RGB")

@@ -102,7 +102,7 @@ def reevaluate(params: Params, workspace: str | Path = ".") -> Reevaluation:
         reports=reports,
     )
     result.run_id = log_evaluation(params, result, workspace)
-    write_json(Path(workspace) / params.reevaluate.out, asdict(result))
+    write_json(Path(workspace) / params.reevaluate.metrics, asdict(result))
     if result.regressed:
         log.warning("%s", result.line())
     return result

@@ -1,0 +1,1 @@
+"""Prefect flows: the pipeline (`avar`) and the scheduled re-evaluation (`avar-reevaluate`)."""
