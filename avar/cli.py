@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from avar.config import ConfigError, load_params, to_dict
+from avar.io import LockedError, exclusive_lock
 from avar.stages.registry import STAGES
 
 app = typer.Typer(
@@ -46,7 +48,7 @@ def friendly_errors(command):
         except ConfigError as err:
             console.print(f"[red]config error:[/red] {err}", soft_wrap=True)
             raise typer.Exit(2) from None
-        except (ValueError, FileNotFoundError) as err:
+        except (ValueError, FileNotFoundError, LockedError) as err:
             console.print(f"[red]error:[/red] {err}", soft_wrap=True)
             raise typer.Exit(1) from None
 
@@ -268,11 +270,20 @@ def stage(
     params: ParamsFile = Path("params.yaml"),
     overrides: Overrides = None,
 ) -> None:
-    """Run one pipeline stage from its section of params.yaml (safe to re-run)."""
+    """Run one pipeline stage from its section of params.yaml (safe to re-run).
+
+    One run of a stage at a time per workspace: a second `avar stage NAME` (or a Prefect
+    retry overlapping a run that is still going) stops with the holder's PID. Under
+    torchrun, rank 0 holds the lock for all ranks.
+    """
     from avar.stages import stage as declared
 
-    result = declared(name).run(load_params(params, overrides))
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line
+    chosen, cfg = declared(name), load_params(params, overrides)
+    main_rank = os.environ.get("RANK", "0") == "0"
+    lock = Path(".avar/locks") / f"{name}.lock"
+    with exclusive_lock(lock, f"avar stage {name}") if main_rank else contextlib.nullcontext():
+        result = chosen.run(cfg)
+    if main_rank:  # under torchrun, one summary line
         console.print(result.line(), soft_wrap=True)
 
 

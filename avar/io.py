@@ -15,10 +15,15 @@ from pathlib import Path
 def atomic_dir(out: str | Path) -> Iterator[Path]:
     """Yield a temp directory beside `out`; on success it replaces `out` whole.
 
-    On failure the temp directory is removed and any previous `out` is left untouched.
+    On failure the temp directory is removed and any previous `out` is left untouched;
+    temp directories of a run that was killed (`.<out>.*.tmp`, avar's own naming) are
+    removed the next time `out` is written (one writer at a time: the stage lock).
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by a run that was killed
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the output is an ordinary folder
     try:
@@ -75,3 +80,37 @@ def save_figure(figure, path: str | Path, dpi: int = 110) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the block, or raise
+    LockedError naming the holder's PID at once. The OS drops the lock when its holder
+    dies, so a killed run never leaves a stale lock behind."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise LockedError(
+                f"{what} is already running (PID {holder}, lock {path}); wait for it to end"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -184,3 +184,44 @@ def test_a_float_written_without_a_dot_is_a_float(tmp_path):
     assert params.base.learning_rate == 0.003 and params.sft_mm.learning_rate == 0.0001
     with pytest.raises(ConfigError, match="expected float, got 'fast'"):
         load_params(path, ["sft_mm.learning_rate=fast"])
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "nan", "inf"])
+def test_nan_and_inf_are_not_floats_here(tmp_path, value):
+    # YAML reads .nan/.inf as floats; 'nan'/'inf' are strings, which float() would accept
+    path = write(tmp_path, f"sft_mm:\n  alpha: {value}\n")
+    with pytest.raises(
+        ConfigError, match=r"params.yaml:2: sft_mm.alpha: expected (a finite )?float"
+    ):
+        load_params(path)
+
+
+@pytest.mark.parametrize(
+    "spec", ["alpha=nan,layers=0-1", "alpha=inf,layers=0-1", "alpha=0.1,layers=0-1,beta=-inf"]
+)
+def test_intervention_rejects_nan_and_inf(spec):
+    from avar.config.specs import parse_intervention
+
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        parse_intervention(spec)
+
+
+def test_a_key_written_twice_is_an_error(tmp_path):
+    path = write(tmp_path, "rl:\n  group_size: 4\n  lambda_visual: 0.3\n  group_size: 8\n")
+    with pytest.raises(
+        ConfigError, match=r"params.yaml:4: rl.group_size: written twice \(first at line 2\)"
+    ):
+        load_params(path)
+
+
+def test_a_section_written_twice_is_an_error(tmp_path):
+    path = write(tmp_path, "rl:\n  group_size: 4\nsft_mm:\n  alpha: 0.1\nrl:\n  group_size: 8\n")
+    with pytest.raises(ConfigError, match=r"params.yaml:5: rl: written twice"):
+        load_params(path)
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"rl:\n  group_size: 4\n  # caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"params.yaml:3: <file>: not UTF-8 text"):
+        load_params(path)

@@ -60,3 +60,45 @@ def test_register_reads_the_stage_metric(params):
         register.candidate_score(params)
     write(params.eval.metrics, {"models": {"rl": {"metrics": {"eval/synthetic/accuracy": 0.375}}}})
     assert register.candidate_score(params) == 0.375
+
+
+def test_a_failed_eval_leaves_the_previous_answers_whole(params, monkeypatch):
+    """The per-sample answers of metrics/eval/ are replaced whole or not at all: a run that
+    dies on its second model leaves the last complete folder, not a mix."""
+    from avar.stages import eval as eval_stage
+
+    for stage in ("base", "rl"):
+        write(f"{getattr(params, stage).out_dir}/config.json", {})
+    old = Path(params.eval.metrics).parent / "eval"
+    write(str(old / "base.json"), {"run": "old"})
+    write(str(old / "rl.json"), {"run": "old"})
+    calls = []
+
+    def evaluate(request, params):
+        calls.append(request.model)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return {"metrics": {"eval/synthetic/accuracy": 0.5}, "benchmarks": {}, "run": "new"}
+
+    monkeypatch.setattr(eval_stage, "evaluate", evaluate)
+    with pytest.raises(RuntimeError, match="killed"):
+        eval_stage.run(params)
+    assert len(calls) == 2
+    assert sorted(p.name for p in old.parent.iterdir()) == ["eval"]  # no temp folder left
+    assert {p.name: json.loads(p.read_text())["run"] for p in old.iterdir()} == {
+        "base.json": "old",
+        "rl.json": "old",
+    }
+
+
+def test_temp_folders_of_a_killed_run_go_on_the_next_write(tmp_path):
+    from avar.io import atomic_dir
+
+    stale = tmp_path / ".curated.x1y2.tmp"  # what a SIGKILL mid-curate leaves
+    (stale / "visual").mkdir(parents=True)
+    mine = tmp_path / ".curated.notes"  # not avar's naming: kept
+    mine.write_text("keep")
+    with atomic_dir(tmp_path / "curated") as out:
+        (out / "data.jsonl").write_text("{}\n")
+    assert not stale.exists() and mine.read_text() == "keep"
+    assert (tmp_path / "curated/data.jsonl").read_text() == "{}\n"

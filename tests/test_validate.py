@@ -81,3 +81,43 @@ def test_missing_file_is_a_problem(tmp_path):
 def test_require_valid_raises_before_training(broken):
     with pytest.raises(InvalidDataError, match=r"4 problems in the input data"):
         require_valid([broken])
+
+
+def test_inputs_stay_inside_their_data_folder(tmp_path, visual_jsonl, monkeypatch):
+    """Image paths that leave the data file's folder, oversized images and text are named
+    per line; none of them is read."""
+    from PIL import Image
+
+    import avar.data.files
+
+    shutil.copytree(visual_jsonl.parent, tmp_path / "v")
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    path = tmp_path / "v" / "data.jsonl"
+    records = read_jsonl(path)[:4]
+    records[0]["images"] = ["../secret.png"]
+    records[1]["images"] = [str(outside)]
+    records[2]["question"] = "x" * 100_001
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    monkeypatch.setattr(avar.data.files, "MAX_IMAGE_PIXELS", 100)  # the 112x112 scenes exceed it
+    out = runner.invoke(app, ["data", "validate", str(path)]).output
+    assert (
+        f"{path}:1: image '../secret.png': image path '../secret.png' leaves its data folder" in out
+    )
+    assert f"{path}:2: image '{outside}': image path '{outside}' leaves its data folder" in out
+    assert f"{path}:3: field 'question' is longer than 100,000 characters" in out
+    assert f"{path}:4: image '{records[3]['images'][0]}': does not decode" in out
+    assert "image of 112x112 pixels is larger than avar's limit of 100 pixels" in out
+
+
+def test_chats_and_benchmark_rows_refuse_paths_outside_the_folder(tmp_path):
+    from avar.data.chats import to_messages
+    from avar.data.files import BenchmarkDataError, decode_image
+
+    record = {"question": "q", "images": ["../../etc/x.png"], "answer": "1", "solution": []}
+    with pytest.raises(ValueError, match="leaves its data folder"):
+        to_messages(record, tmp_path, None)
+    with pytest.raises(
+        BenchmarkDataError, match=r"rows.tsv: row 3: image path '/abs/x.png' leaves"
+    ):
+        decode_image("/abs/x.png", tmp_path, tmp_path / "rows.tsv", 3)

@@ -7,6 +7,7 @@ file, the file and line: `params.yaml:12: rl.group_size: expected an int >= 2, g
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -109,6 +110,8 @@ def _scalar(hint: type, value: Any, key: str) -> Any:
         return None
     # bool is an int in Python; a YAML `true` must not pass as a number.
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):  # YAML reads `.nan` and `.inf` as floats
+            raise ConfigError(key, f"expected a finite float, got {value!r}")
         return float(value)
     if hint is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
         return float(value)  # YAML 1.1 reads `3e-3` (no dot) as a string
@@ -140,7 +143,12 @@ def _apply_override(data: dict[str, Any], override: str) -> str:
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    text = path.read_text()
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad_line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError("<file>", "not UTF-8 text", f"{path}:{bad_line}: ") from None
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -153,17 +161,26 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     if not isinstance(data, dict):
         raise ConfigError("<root>", "expected a mapping of sections", f"{path}: ")
     lines: dict[str, int] = {}
-    _collect_lines(node, "", lines)
+    _collect_lines(node, "", lines, path)
     return data, lines
 
 
-def _collect_lines(node: yaml.Node, prefix: str, lines: dict[str, int]) -> None:
+def _collect_lines(node: yaml.Node, prefix: str, lines: dict[str, int], path: Path) -> None:
+    """Line of every key; a key written twice in one mapping is an error (YAML would keep
+    the last silently)."""
     if not isinstance(node, yaml.MappingNode):
         return
+    seen: set[str] = set()
     for key_node, value_node in node.value:
         key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-        lines[key] = key_node.start_mark.line + 1
-        _collect_lines(value_node, key, lines)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(
+                key, f"written twice (first at line {lines[key]})", f"{path}:{line}: "
+            )
+        seen.add(key)
+        lines[key] = line
+        _collect_lines(value_node, key, lines, path)
 
 
 def _nearest_line(key: str, lines: dict[str, int]) -> int | None:

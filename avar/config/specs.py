@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 ALL_LAYERS = "all"
@@ -77,8 +78,8 @@ def parse_intervention(text: str) -> InterventionSpec | None:
         alpha, beta = float(fields["alpha"]), float(fields.get("beta", 0))
     except ValueError:
         raise ValueError(f"intervention {text!r}: alpha and beta must be numbers") from None
-    if alpha < 0 or beta < 0:
-        raise ValueError(f"intervention {text!r}: alpha and beta must be >= 0")
+    if not (math.isfinite(alpha) and math.isfinite(beta)) or alpha < 0 or beta < 0:
+        raise ValueError(f"intervention {text!r}: alpha and beta must be finite and >= 0")
     if layer_range(fields["layers"]) is None:
         raise ValueError(f"intervention {text!r}: layers must be a range like 2-8, not 'all'")
     return InterventionSpec(alpha, fields["layers"], beta)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avar.config.schema import SourceConfig
-from avar.data.files import BenchmarkDataError, read_rows
+from avar.data.files import BenchmarkDataError, inside, read_rows
 from avar.data.schema import choice_question, infer_answer_type, schema_problems
 from avar.grading import normalize_text
 
@@ -42,8 +42,8 @@ def _image_bytes(value, root: Path) -> bytes:
         value = value.get("path")
     if isinstance(value, bytes | bytearray):
         return bytes(value)
-    if isinstance(value, str) and (root / value).is_file():
-        return (root / value).read_bytes()
+    if isinstance(value, str) and inside(root, value).is_file():
+        return inside(root, value).read_bytes()
     raise ValueError(f"image {str(value)[:80]!r} not found under {root}")
 
 

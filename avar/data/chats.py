@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from avar.data.files import inside
 from avar.data.synth import read_jsonl
 
 
@@ -24,7 +25,7 @@ def format_response(record: dict) -> str:
 def image_part(image, root: str | Path | None) -> dict:
     """An image content part: a path joined to `root`, or an in-memory image as it is."""
     if isinstance(image, str | Path) and root is not None:
-        image = str(Path(root) / image)
+        image = str(inside(root, image))
     return {"type": "image", "image": image}
 
 

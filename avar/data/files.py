@@ -90,18 +90,48 @@ def decode_image(value, root: Path, path: Path, number: int) -> Image.Image:
             return open_image(io.BytesIO(value))
         if isinstance(value, str) and value:
             looks_like_path = Path(value).suffix.lower() in IMAGE_SUFFIXES
-            if looks_like_path and (root / value).is_file():
-                return open_image(root / value)
             if looks_like_path:
-                raise row_error(path, number, f"image file {root / value} not found")
+                try:
+                    file = inside(root, value)
+                except ValueError as err:
+                    raise row_error(path, number, str(err)) from None
+                if not file.is_file():
+                    raise row_error(path, number, f"image file {file} not found")
+                return open_image(file)
             return open_image(io.BytesIO(base64.b64decode(value, validate=True)))
     except (UnidentifiedImageError, binascii.Error, OSError) as err:
         raise row_error(path, number, f"image does not decode ({err})") from None
+    except BenchmarkDataError:
+        raise
+    except ValueError as err:  # larger than MAX_IMAGE_PIXELS
+        raise row_error(path, number, str(err)) from None
     raise row_error(path, number, f"no image in {str(value)[:60]!r}")
 
 
+MAX_IMAGE_PIXELS = 50_000_000
+"""Largest image avar decodes (width x height); benchmark images are a few megapixels."""
+
+
+def inside(root: str | Path, relative: str | Path) -> Path:
+    """`root / relative`, for a path a data file names: relative, and staying inside the
+    data file's folder (no `/abs/x.png`, no `../../x.png`); ValueError otherwise."""
+    root = Path(root)
+    path = root / relative
+    if Path(relative).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"image path {str(relative)!r} leaves its data folder {root}")
+    return path
+
+
 def open_image(source) -> Image.Image:
-    """An image from a path or a file object, decoded now and in RGB."""
+    """An image from a path or a file object, decoded now and in RGB; refused above
+    MAX_IMAGE_PIXELS before any pixel is decoded."""
     image = Image.open(source)
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        where = f"{source}: " if isinstance(source, str | Path) else ""
+        raise ValueError(
+            f"{where}image of {width}x{height} pixels is larger than avar's limit of "
+            f"{MAX_IMAGE_PIXELS:,} pixels"
+        )
     image.load()
     return image.convert("RGB")

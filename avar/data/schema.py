@@ -51,6 +51,11 @@ def schema_problems(record: object) -> list[str]:
     for name, allowed in ENUMS.items():
         if record[name] not in allowed:
             problems.append(f"field '{name}' must be one of {list(allowed)}, got {record[name]!r}")
+    for name in ("question", "response", "system"):
+        if len(record.get(name) or "") > MAX_TEXT_CHARS:
+            problems.append(f"field '{name}' is longer than {MAX_TEXT_CHARS:,} characters")
+    if sum(map(len, record["solution"])) > MAX_TEXT_CHARS:
+        problems.append(f"field 'solution' is longer than {MAX_TEXT_CHARS:,} characters")
     if not record["id"].strip():
         problems.append("empty id")
     if not record["question"].strip():
@@ -67,6 +72,8 @@ def schema_problems(record: object) -> list[str]:
     return problems
 
 
+MAX_TEXT_CHARS = 100_000
+"""Longest question, response, system prompt or solution a record may carry (characters)."""
 OPTION_LETTERS = "ABCDEFGHIJKLMNOP"
 """The letters of multiple-choice options, in order."""
 

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
+from avar.data.files import inside, open_image
 from avar.data.schema import schema_problems
 
 
@@ -87,19 +86,22 @@ def _check_line(path, number, line, report, first_seen) -> None:
     else:
         first_seen[record["id"]] = (path, number)
     for image in record["images"]:
-        problem = _image_problem(path.parent / image)
+        problem = _image_problem(path.parent, image)
         if problem:
             fail(f"image '{image}': {problem}")
         else:
             report.images += 1
 
 
-def _image_problem(path: Path) -> str | None:
+def _image_problem(root: Path, image: str) -> str | None:
+    try:
+        path = inside(root, image)
+    except ValueError as err:
+        return str(err)
     if not path.is_file():
         return f"not found at {path}"
     try:
-        with Image.open(path) as image:
-            image.load()
+        open_image(path)
     except Exception as err:  # PIL raises many types for corrupt files
         return f"does not decode ({type(err).__name__}: {err})"
     return None

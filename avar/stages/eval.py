@@ -13,7 +13,7 @@ from pathlib import Path
 
 from avar.config import Params
 from avar.eval.run import EvalRequest, evaluate
-from avar.io import write_json
+from avar.io import atomic_dir, write_json
 from avar.stages.vas import stage_models
 
 
@@ -50,15 +50,18 @@ def run(params: Params) -> EvalResult:
         raise FileNotFoundError("no stage model to evaluate: run the training stages first")
     out = Path(cfg.metrics)
     rows = {}
-    for stage, folder in models.items():
-        request = EvalRequest(folder, cfg.benches, cfg.data_dir, cfg.limit, "", cfg.vas)
-        report = evaluate(request, params)
-        write_json(out.parent / "eval" / f"{stage}.json", report)
-        rows[stage] = summary(report)
-        if cfg.intervene:
-            request.intervene = cfg.intervene
-            steered = evaluate(request, params)
-            write_json(out.parent / "eval" / f"{stage}-intervened.json", steered)
-            rows[stage]["intervened"] = summary(steered)
+    # the per-sample answers appear whole, this run's only: a killed run leaves the last
+    # complete folder, never a mix of two runs
+    with atomic_dir(out.parent / "eval") as answers:
+        for stage, folder in models.items():
+            request = EvalRequest(folder, cfg.benches, cfg.data_dir, cfg.limit, "", cfg.vas)
+            report = evaluate(request, params)
+            write_json(answers / f"{stage}.json", report)
+            rows[stage] = summary(report)
+            if cfg.intervene:
+                request.intervene = cfg.intervene
+                steered = evaluate(request, params)
+                write_json(answers / f"{stage}-intervened.json", steered)
+                rows[stage]["intervened"] = summary(steered)
     write_json(out, {"benches": cfg.benches, "intervention": cfg.intervene, "models": rows})
     return EvalResult(str(out), rows)

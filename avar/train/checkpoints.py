@@ -1,8 +1,9 @@
 """Checkpoints of a training stage: resume after a crash, publish the final model whole.
 
 `checkpoint_dir` holds the Trainer's `checkpoint-<step>` folders and `avar_stage.json`,
-the params the checkpoints were written with. A stage resumes only from checkpoints of the
-same params; otherwise it starts over (the folder is the stage's own scratch space).
+the params the checkpoints were written with (and the mark that avar made the folder). A
+stage resumes only from checkpoints of the same params; otherwise it starts over, clearing
+the folder, which it does only to folders that carry its mark.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def resume_point(checkpoint_dir: str | Path, fingerprint: dict, resume: str) -> 
     ranks then see what it decided.
     """
     folder = Path(checkpoint_dir)
+    require_own_folder(folder)
     last = last_complete_checkpoint(folder)
     stage_file = folder / STAGE_FILE
     saved = json.loads(stage_file.read_text()) if stage_file.is_file() else None
@@ -48,6 +50,20 @@ def resume_point(checkpoint_dir: str | Path, fingerprint: dict, resume: str) -> 
     folder.mkdir(parents=True, exist_ok=True)
     write_json(stage_file, fingerprint)
     return None
+
+
+def require_own_folder(folder: Path) -> None:
+    """avar clears only checkpoint folders it made: it writes `avar_stage.json` into each
+    one as it creates it, and refuses a non-empty folder without that marker (a mistyped
+    `checkpoint_dir: data` must not delete the datasets)."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"checkpoint_dir {folder} is a file; expected a folder avar can own")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / STAGE_FILE).is_file():
+        raise ValueError(
+            f"checkpoint_dir {folder} holds files avar did not write (no {STAGE_FILE}); "
+            "avar resumes from and clears only its own checkpoint folders: set the stage's "
+            "checkpoint_dir to a new or empty folder"
+        )
 
 
 def is_complete(checkpoint: Path) -> bool:

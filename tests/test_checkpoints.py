@@ -1,0 +1,50 @@
+"""Checkpoint folders: avar clears only folders it made (marked by avar_stage.json)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from avar.train.checkpoints import STAGE_FILE, resume_point
+
+FINGERPRINT = {"stage": "coldstart_text", "params": {"max_steps": 3}}
+
+
+def test_a_folder_avar_did_not_make_is_refused_and_left_alone(tmp_path):
+    """`checkpoint_dir: notes` (a typo) must not delete the user's notes."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "important.txt").write_text("keep me")
+    with pytest.raises(ValueError, match=f"checkpoint_dir {notes} holds files avar did not"):
+        resume_point(notes, FINGERPRINT, "auto")
+    assert (notes / "important.txt").read_text() == "keep me"
+    assert sorted(p.name for p in notes.iterdir()) == ["important.txt"]
+
+
+def test_a_file_is_refused(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text("{}\n")
+    with pytest.raises(ValueError, match="is a file"):
+        resume_point(path, FINGERPRINT, "auto")
+    assert path.read_text() == "{}\n"
+
+
+def test_avars_own_folder_is_cleared_when_starting_over(tmp_path):
+    folder = tmp_path / "checkpoints"
+    assert resume_point(folder, FINGERPRINT, "auto") is None  # made, and marked
+    assert json.loads((folder / STAGE_FILE).read_text()) == FINGERPRINT
+    (folder / "checkpoint-2").mkdir()
+    (folder / "checkpoint-2/trainer_state.json").write_text("{}")
+    (folder / "checkpoint-2/model.safetensors").write_bytes(b"")
+    other = {**FINGERPRINT, "params": {"max_steps": 4}}
+    assert resume_point(folder, other, "auto") is None  # other params: start over
+    assert sorted(p.name for p in folder.iterdir()) == [STAGE_FILE]
+    assert json.loads((folder / STAGE_FILE).read_text()) == other
+
+
+def test_an_empty_folder_is_taken(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    assert resume_point(folder, FINGERPRINT, "auto") is None
+    assert (folder / STAGE_FILE).is_file()
