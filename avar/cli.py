@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -15,7 +16,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from avar.config import ConfigError, load_params, to_dict
-from avar.io import LockedError, exclusive_lock
+from avar.errors import UserError
+from avar.io import exclusive_lock
 from avar.stages.registry import STAGES
 
 app = typer.Typer(
@@ -38,25 +40,52 @@ Overrides = Annotated[
 ]
 
 
+DEBUG_ENV = "AVAR_DEBUG"
+"""Set (by `avar --debug`, or in the environment) to see tracebacks instead of one line."""
+
+
 def friendly_errors(command):
-    """Report bad input as one clear line and a non-zero exit, not a traceback."""
+    """Report bad input, a full disk or a server that does not answer as one clear line
+    and a non-zero exit, not a traceback (unless --debug)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except ConfigError as err:
-            console.print(f"[red]config error:[/red] {err}", soft_wrap=True)
-            raise typer.Exit(2) from None
-        except (ValueError, FileNotFoundError, LockedError) as err:
-            console.print(f"[red]error:[/red] {err}", soft_wrap=True)
-            raise typer.Exit(1) from None
+        except (ConfigError, ValueError, FileNotFoundError, UserError, OSError) as err:
+            if os.environ.get(DEBUG_ENV) or not is_user_error(err):
+                raise
+            label = "config error" if isinstance(err, ConfigError) else "error"
+            console.print(f"[red]{label}:[/red] {one_line(err)}", soft_wrap=True)
+            raise typer.Exit(2 if isinstance(err, ConfigError) else 1) from None
 
     return wrapper
 
 
+def is_user_error(err: BaseException) -> bool:
+    """Errors a user fixes; other OSErrors are avar's bugs and keep their traceback."""
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+        return err.errno == errno.ENOSPC
+    return True
+
+
+def one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        where = f" writing {err.filename}" if err.filename else ""
+        return (
+            f"no space left on the device{where}: free some space (or point the stage's "
+            "outputs elsewhere) and run it again"
+        )
+    return str(err)
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Tracebacks instead of one line.")] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",

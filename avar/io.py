@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from avar.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_dir(out: str | Path) -> Iterator[Path]:
@@ -82,7 +84,7 @@ def save_figure(figure, path: str | Path, dpi: int = 110) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-class LockedError(RuntimeError):
+class LockedError(UserError):
     """Another process holds the lock."""
 
 

@@ -91,3 +91,47 @@ def test_regressions_by_hand():
     assert len(regressions(0.47, 0.50, 0.20, 0.02)) == 1  # 0.03 below registration
     assert len(regressions(0.47, 0.50, 0.48, 0.02)) == 2  # and below base
     assert regressions(None, 0.5, None, 0.02) == ["the champion has no score on this suite"]
+
+
+def test_registering_the_same_model_twice_changes_nothing(params, tmp_path):
+    """`dvc repro` always runs register (a new or emptied store must not be skipped); the
+    same files with the same score on the same metric are reported, not registered again."""
+    first = registry.register(params, model_dir(tmp_path, "a"), 0.30, tmp_path)
+    again = registry.register(params, tmp_path / "a", 0.30, tmp_path)
+    assert (first.version, first.already) == ("1", False)
+    assert (again.version, again.already, again.promoted) == ("1", True, True)
+    assert "already registered, nothing changed" in again.line()
+    (tmp_path / "a/config.json").write_text('{"name": "a2"}')  # other weights: a new version
+    changed = registry.register(params, tmp_path / "a", 0.35, tmp_path)
+    assert (changed.version, changed.already, changed.promoted) == ("2", False, True)
+    versions = runs.client(params).search_model_versions("name='AVAR-Thinker'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+
+
+def test_a_failed_upload_leaves_no_pending_model(params, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    def broken(self, model_id, local_dir):
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(MlflowClient, "log_model_artifacts", broken)
+    with pytest.raises(OSError, match="connection reset"):
+        registry.register(params, model_dir(tmp_path, "a"), 0.30, tmp_path)
+    mlflow_client = runs.client(params)
+    experiment = runs.experiment_id(mlflow_client, params.tracking.experiment)
+    models = mlflow_client.search_logged_models(experiment_ids=[experiment])
+    assert [str(m.status) for m in models] == ["FAILED"]
+
+
+def test_an_unreachable_server_fails_fast_with_one_line(params, monkeypatch):
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    start = time.monotonic()
+    with pytest.raises(runs.TrackingUnreachable, match=f"MLflow at http://127.0.0.1:{port} does"):
+        runs.client(params)
+    assert time.monotonic() - start < runs.REACH_TIMEOUT_S + 5

@@ -57,10 +57,18 @@ def validate_files(paths: Sequence[str | Path]) -> Report:
         if not path.is_file():
             report.problems.append(Problem(path, 0, "file not found"))
             continue
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
+        before = (report.records, len(report.problems))
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    report.problems.append(Problem(path, number, f"not UTF-8 text ({err.reason})"))
+                    continue
                 if line.strip():
                     _check_line(path, number, line, report, first_seen)
+        if (report.records, len(report.problems)) == before:  # nothing in it at all
+            report.problems.append(Problem(path, 0, "no records (an empty file)"))
     return report
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from avar.config.schema import ModelConfig
@@ -38,8 +39,20 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def looks_local(name_or_path: str) -> bool:
+    """A folder path rather than a hub id (`org/name`): it exists, or it starts like a path."""
+    text = str(name_or_path)
+    return Path(text).exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
+
+
 def model_family(name_or_path: str) -> str:
     """The checkpoint's model_type, checked to be a supported family."""
+    if looks_local(name_or_path):
+        folder = Path(name_or_path).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model {name_or_path}: no such folder")
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"model {name_or_path}: no config.json in the folder")
     family = AutoConfig.from_pretrained(name_or_path).model_type
     if family not in FAMILIES:
         raise ValueError(
@@ -80,12 +93,21 @@ def load_model(
     """
     model_family(name_or_path)
     target = resolve_device(device)
-    model, info = AutoModelForImageTextToText.from_pretrained(
-        name_or_path,
-        dtype=resolve_dtype(dtype, target),
-        attn_implementation=attn_implementation,
-        output_loading_info=True,
-    )
+    try:
+        model, info = AutoModelForImageTextToText.from_pretrained(
+            name_or_path,
+            dtype=resolve_dtype(dtype, target),
+            attn_implementation=attn_implementation,
+            output_loading_info=True,
+        )
+    except (OSError, RuntimeError, ValueError, SafetensorError) as err:
+        if not looks_local(name_or_path):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightMismatch(
+            f"model {name_or_path}: its weights do not load ({first}); the files may be "
+            "truncated or corrupt: rebuild them (`dvc repro`, or rerun the stage)"
+        ) from None
     missing, unexpected = info["missing_keys"], info["unexpected_keys"]
     if missing or unexpected:
         raise WeightMismatch(mismatch_message(name_or_path, sorted(missing), sorted(unexpected)))

@@ -3,6 +3,7 @@ move the alias (`champion`) to it only when it beats the version holding it."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -15,6 +16,8 @@ from avar.tracking.runs import PARENT_ENV, client, dvc_hashes, experiment_id, gi
 log = logging.getLogger(__name__)
 SCORE_TAG = "avar.score"
 METRIC_TAG = "avar.metric"
+DIGEST_TAG = "avar.model_sha256"
+MODEL_ID_TAG = "avar.model_id"
 
 
 @dataclass
@@ -27,6 +30,8 @@ class Registration:
     champion_score: float | None
     promoted: bool
     model_id: str
+    already: bool = False
+    """This store held the model already: nothing was registered or moved."""
 
     def line(self) -> str:
         against = (
@@ -35,6 +40,8 @@ class Registration:
             else f"champion v{self.champion_version} {self.champion_score:.3f}"
         )
         verdict = "alias moved" if self.promoted else "alias stays"
+        if self.already:
+            verdict = "already registered, nothing changed"
         return (
             f"register: {self.model_name} v{self.version} {self.metric} {self.score:.3f} vs "
             f"{against}: {verdict}"
@@ -54,30 +61,95 @@ def champion(mlflow_client, name: str, alias: str):
         return None
 
 
-def register(
-    params: Params, model_dir: str | Path, score: float, workspace: str | Path = "."
-) -> Registration:
-    """Upload `model_dir` as a LoggedModel, register it, move the alias if it wins."""
-    cfg = params.register
-    mlflow_client = client(params)
-    tags = {"avar.stage": cfg.stage, "avar.git_sha": git_sha(workspace), **dvc_hashes(workspace)}
+def model_digest(model_dir: str | Path) -> str:
+    """sha256 over the folder's files (names and bytes): which model a version holds. The
+    upload reads every byte anyway."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def registered(mlflow_client, name: str, digest: str, metric: str, score: float):
+    """The version of `name` that already holds this model with this score on `metric`,
+    or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = mlflow_client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    for version in versions:
+        tags = version.tags
+        same = (tags.get(DIGEST_TAG), tags.get(METRIC_TAG), tags.get(SCORE_TAG))
+        if same == (digest, metric, repr(score)):
+            return version
+    return None
+
+
+def upload(mlflow_client, params: Params, model_dir: str | Path, tags: dict) -> str:
+    """A READY LoggedModel holding `model_dir`; marked FAILED (not left PENDING) when the
+    upload fails."""
     model = mlflow_client.create_logged_model(
         experiment_id=experiment_id(mlflow_client, params.tracking.experiment),
-        name=cfg.model_name,
+        name=params.register.model_name,
         source_run_id=os.environ.get(PARENT_ENV) or None,
         tags=tags,
         model_type="avar-model",
     )
-    mlflow_client.log_model_artifacts(model.model_id, str(model_dir))
+    try:
+        mlflow_client.log_model_artifacts(model.model_id, str(model_dir))
+    except BaseException:
+        mlflow_client.finalize_logged_model(model.model_id, "FAILED")
+        raise
     mlflow_client.finalize_logged_model(model.model_id, "READY")
+    return model.model_id
+
+
+def register(
+    params: Params, model_dir: str | Path, score: float, workspace: str | Path = "."
+) -> Registration:
+    """Upload `model_dir` as a LoggedModel, register it, move the alias if it wins.
+
+    Idempotent: a model this store already holds (same files, same score on the same
+    metric) is not registered again; its version is reported as it is."""
+    cfg = params.register
+    mlflow_client = client(params)
+    digest = model_digest(model_dir)
     holder = champion(mlflow_client, cfg.model_name, cfg.alias)
+    holder_score = float(holder.tags[SCORE_TAG]) if holder and SCORE_TAG in holder.tags else None
+    existing = registered(mlflow_client, cfg.model_name, digest, cfg.metric, score)
+    if existing is not None:
+        log.info("%s v%s already holds this model", cfg.model_name, existing.version)
+        held = holder is not None and str(holder.version) == str(existing.version)
+        return Registration(
+            cfg.model_name,
+            str(existing.version),
+            cfg.metric,
+            score,
+            str(holder.version) if holder else None,
+            holder_score,
+            held,
+            existing.tags.get(MODEL_ID_TAG, ""),
+            already=True,
+        )
+    tags = {
+        "avar.stage": cfg.stage,
+        "avar.git_sha": git_sha(workspace),
+        DIGEST_TAG: digest,
+        **dvc_hashes(workspace),
+    }
+    model_id = upload(mlflow_client, params, model_dir, tags)
     holder_score = float(holder.tags[SCORE_TAG]) if holder and SCORE_TAG in holder.tags else None
     import mlflow
 
     version = mlflow.register_model(
-        f"models:/{model.model_id}",
+        f"models:/{model_id}",
         cfg.model_name,
-        tags={SCORE_TAG: repr(score), METRIC_TAG: cfg.metric, **tags},
+        tags={SCORE_TAG: repr(score), METRIC_TAG: cfg.metric, MODEL_ID_TAG: model_id, **tags},
     )
     promoted = holder is None or holder_score is None or score > holder_score
     if promoted:
@@ -90,7 +162,7 @@ def register(
         str(holder.version) if holder else None,
         holder_score,
         promoted,
-        model.model_id,
+        model_id,
     )
 
 

@@ -18,18 +18,47 @@ import time
 from pathlib import Path
 
 from avar.config import Params, flatten
+from avar.errors import UserError
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "AVAR_PARENT_RUN_ID"
 """Environment variable naming the pipeline run a stage belongs to."""
 
 
+REACH_TIMEOUT_S = 10
+
+
+class TrackingUnreachable(UserError):
+    """The MLflow server does not answer."""
+
+
 def client(params: Params):
-    """An MlflowClient on the tracking URI (MLFLOW_TRACKING_URI wins over params)."""
+    """An MlflowClient on the tracking URI (MLFLOW_TRACKING_URI wins over params), after
+    checking that a server URI answers within REACH_TIMEOUT_S (MLflow itself would retry
+    for minutes before failing with a long traceback)."""
     import mlflow
 
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
+    if uri.startswith(("http://", "https://")):
+        require_reachable(uri)
+    mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient()
+
+
+def require_reachable(uri: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACH_TIMEOUT_S).close()
+    except (urllib.error.URLError, OSError) as err:
+        if isinstance(err, urllib.error.HTTPError) and err.code < 500:
+            return  # it answers (a proxy or auth in front of /health): reachable
+        reason = getattr(err, "reason", err)
+        raise TrackingUnreachable(
+            f"MLflow at {uri} does not answer ({reason}); the stage's numbers are kept on "
+            "disk: start the server (`avar services up`) and run the stage again"
+        ) from None
 
 
 def experiment_id(mlflow_client, name: str) -> str:
