@@ -18,6 +18,7 @@ from rich.logging import RichHandler
 from avar.config import ConfigError, load_params, to_dict
 from avar.errors import UserError
 from avar.io import exclusive_lock
+from avar.scrub import ScrubFilter, scrub
 from avar.stages.registry import STAGES
 
 app = typer.Typer(
@@ -56,7 +57,7 @@ def friendly_errors(command):
             if os.environ.get(DEBUG_ENV) or not is_user_error(err):
                 raise
             label = "config error" if isinstance(err, ConfigError) else "error"
-            console.print(f"[red]{label}:[/red] {one_line(err)}", soft_wrap=True)
+            console.print(f"[red]{label}:[/red] {scrub(one_line(err))}", soft_wrap=True)
             raise typer.Exit(2 if isinstance(err, ConfigError) else 1) from None
 
     return wrapper
@@ -91,6 +92,8 @@ def main(
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ScrubFilter())
 
 
 @model_app.command("init-tiny")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from avar.errors import UserError
+from avar.scrub import scrub
 
 
 @contextlib.contextmanager
@@ -71,8 +72,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, data: object) -> Path:
-    """Atomically write `data` as indented JSON."""
-    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    """Atomically write `data` as indented JSON, secrets scrubbed (avar.scrub)."""
+    return atomic_write_text(path, scrub(json.dumps(data, indent=2)) + "\n")
 
 
 def save_figure(figure, path: str | Path, dpi: int = 110) -> Path:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avar.config import Params
+from avar.scrub import scrub
 from avar.tracking.runs import PARENT_ENV
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,9 @@ def run_stage(
 
 
 def shown(line: str) -> str:
-    """A progress bar's last state, not every redraw (tqdm separates them with \\r)."""
-    return line.rstrip().rsplit("\r", 1)[-1]
+    """A progress bar's last state, not every redraw (tqdm separates them with \\r), with
+    secrets scrubbed: these lines go to the Prefect log."""
+    return scrub(line.rstrip().rsplit("\r", 1)[-1])
 
 
 def run_local(command: list[str], workspace: Path, env: dict[str, str], echo=log.info) -> str:
@@ -88,7 +90,7 @@ def run_local(command: list[str], workspace: Path, env: dict[str, str], echo=log
         if line.strip():
             echo(shown(line))
     if process.wait() != 0:
-        tail = "".join(lines[-30:])
+        tail = scrub("".join(lines[-30:]))
         raise StageFailed(
             f"`{' '.join(command)}` in {workspace} exited {process.returncode}:\n{tail}"
         )
@@ -138,6 +140,6 @@ def run_in_container(
     if status != 0:
         raise StageFailed(
             f"`{' '.join(command)}` in {params.orchestrate.image} exited {status}:\n"
-            + "".join(lines[-30:])
+            + scrub("".join(lines[-30:]))
         )
     return "".join(lines)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from avar.config.schema import TeacherConfig
 from avar.data.chats import to_messages
+from avar.scrub import scrub
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class HttpTeacher:
                     return _message_text(json.loads(response.read()), self.endpoint)
             except urllib.error.HTTPError as err:
                 if err.code not in RETRY_STATUS:
-                    detail = err.read().decode(errors="replace")[:200]
+                    detail = scrub(err.read().decode(errors="replace"))[:200]
                     raise TeacherError(f"{self.endpoint}: HTTP {err.code}: {detail}") from None
                 reason = f"HTTP {err.code}"
             except (urllib.error.URLError, TimeoutError, ConnectionError) as err:

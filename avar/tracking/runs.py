@@ -19,6 +19,7 @@ from pathlib import Path
 
 from avar.config import Params, flatten
 from avar.errors import UserError
+from avar.scrub import scrub
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "AVAR_PARENT_RUN_ID"
@@ -117,7 +118,7 @@ def finish_pipeline(params: Params, run_id: str, workspace: str | Path, ok: bool
 def log_params(mlflow_client, run_id: str, flat: dict) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+    items = [Param(k, scrub(str(v))[:6000]) for k, v in flat.items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
         mlflow_client.log_batch(run_id, params=items[start : start + 100])
 
