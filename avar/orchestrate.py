@@ -37,9 +37,11 @@ def repro_command(stage: str, force: bool = False) -> list[str]:
 
 
 def stage_env(params: Params, parent_run_id: str | None) -> dict[str, str]:
-    """What a stage needs to see: the pass-through variables, the pipeline run, and this
-    interpreter's scripts folder first on PATH (so `dvc` and `avar` are the project's)."""
-    env = {k: os.environ[k] for k in params.orchestrate.env if k in os.environ}
+    """What a stage needs to see: the pass-through variables (`orchestrate.env` and the
+    teacher's key variable), the pipeline run, and this interpreter's scripts folder first
+    on PATH (so `dvc` and `avar` are the project's)."""
+    names = [*params.orchestrate.env, params.curate.teacher.api_key_env]
+    env = {k: os.environ[k] for k in names if k in os.environ}
     # Progress bars redraw ~10 times a second; in a flow's log one line per 10 s is plenty.
     env["TQDM_MININTERVAL"] = os.environ.get("TQDM_MININTERVAL", "10")
     if parent_run_id:

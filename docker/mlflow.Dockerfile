@@ -3,7 +3,10 @@
 FROM python:3.11.14-slim-bookworm
 
 RUN pip install --no-cache-dir "mlflow==3.17.2" "psycopg[binary]==3.3.9" "boto3==1.43.117" \
-    && useradd --uid 1000 --create-home mlflow
+    && useradd --uid 1000 --create-home mlflow \
+    && mkdir /mlflow-auth && chown 1000:1000 /mlflow-auth
+COPY mlflow-auth.ini /etc/mlflow/auth.ini
+ENV MLFLOW_AUTH_CONFIG_PATH=/etc/mlflow/auth.ini
 USER 1000:1000
 EXPOSE 5000
 HEALTHCHECK --interval=10s --timeout=5s --retries=12 \

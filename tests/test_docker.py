@@ -54,6 +54,7 @@ def test_compose_images_are_pinned_and_services_healthchecked():
         "s3-buckets",
         "mlflow",
         "prefect-server",
+        "docker-proxy",
         "prefect-worker",
         "trainer",
     } <= set(services)
@@ -81,4 +82,73 @@ def test_compose_wires_gpu_postgres_and_s3():
         in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     )
     assert "--type" in services["prefect-worker"]["command"]
-    assert "/var/run/docker.sock:/var/run/docker.sock" in services["prefect-worker"]["volumes"]
+    assert services["prefect-worker"]["depends_on"]["docker-proxy"]["condition"] == (
+        "service_healthy"
+    )
+
+
+def published(port: str) -> str:
+    """The host address a `ports:` entry binds, with compose's `${VAR:-default}` applied."""
+    resolved = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", port)
+    parts = resolved.split(":")
+    return parts[0] if len(parts) == 3 else "0.0.0.0"  # "HOST:CONTAINER" binds every address
+
+
+def test_compose_publishes_on_loopback_only_by_default():
+    ports = {name: s.get("ports", []) for name, s in COMPOSE["services"].items()}
+    assert sum(map(len, ports.values())) == 3  # MLflow, the Prefect server, S3
+    for name, entries in ports.items():
+        for entry in entries:
+            assert published(entry) == "127.0.0.1", (name, entry)
+            assert entry.startswith("${AVAR_BIND:-127.0.0.1}:"), (name, entry)  # opt-in
+
+
+def test_no_compose_service_runs_as_root():
+    for name, service in COMPOSE["services"].items():
+        user = str(service.get("user", "root"))
+        assert user.split(":")[0] not in ("root", "0"), name
+        assert not service.get("privileged"), name
+    # the docker socket reaches only the proxy: read-only, no capabilities, allow-listed
+    mounts = {
+        name: [v for v in service.get("volumes", []) if "docker.sock" in v]
+        for name, service in COMPOSE["services"].items()
+    }
+    assert {name for name, found in mounts.items() if found} == {"docker-proxy"}
+    assert mounts["docker-proxy"] == ["/var/run/docker.sock:/var/run/docker.sock:ro"]
+    proxy = COMPOSE["services"]["docker-proxy"]
+    assert proxy["read_only"] and proxy["cap_drop"] == ["ALL"]
+    assert "-allowfrom=prefect-worker" in proxy["command"]
+    worker = COMPOSE["services"]["prefect-worker"]["environment"]
+    assert worker["DOCKER_HOST"] == "tcp://docker-proxy:2375"
+
+
+def test_compose_secrets_come_from_the_env_file():
+    """No password or key is written in the compose file or a committed config: each is a
+    required `${VAR:?...}` from docker/avar.env, which git ignores."""
+    secret = re.compile(r"(PASSWORD|SECRET|ACCESS_KEY|AUTH_STRING|TOKEN)")
+    text = (DOCKER / "compose.yaml").read_text()
+    for name, service in COMPOSE["services"].items():
+        environment = service.get("environment", {})
+        for key, value in environment.items():
+            if secret.search(key):
+                assert str(value).startswith("${"), (name, key, value)
+    assert "${AVAR_DB_PASSWORD:?" in text and "${AVAR_S3_SECRET_KEY:?" in text
+    assert not (DOCKER / "seaweedfs-s3.json").exists()
+    example = (DOCKER / "avar.env.example").read_text()
+    needed = set(re.findall(r"\$\{(\w+):\?", text))
+    assert needed <= set(re.findall(r"^(\w+)=", example, re.MULTILINE))
+    ignored = subprocess.run(
+        ["git", "check-ignore", "docker/avar.env"], cwd=DOCKER.parent, capture_output=True
+    )
+    assert ignored.returncode == 0, "docker/avar.env must be ignored by git"
+
+
+def test_mlflow_and_prefect_ask_for_a_password():
+    services = COMPOSE["services"]
+    assert "--app-name=basic-auth" in services["mlflow"]["command"]
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in services["mlflow"]["environment"]
+    server = services["prefect-server"]["environment"]
+    assert server["PREFECT_SERVER_API_AUTH_STRING"].startswith("${AVAR_PREFECT_AUTH")
+    assert services["prefect-worker"]["environment"]["PREFECT_API_AUTH_STRING"]
+    ini = (DOCKER / "mlflow-auth.ini").read_text()
+    assert "default_permission = READ" in ini and "password" not in ini.split("[mlflow]")[1]

@@ -26,13 +26,22 @@ def test_repro_command():
 
 
 def test_stage_env_passes_only_what_is_set(monkeypatch):
+    """MLflow's address and credentials and the teacher's key reach the stage's container;
+    nothing else of the flow's environment does."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw-123456")
+    monkeypatch.setenv("TEACHER_KEY", "sk-123456")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("UNRELATED", "x")
     monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
-    env = stage_env(load_params(ROOT / "params.yaml"), "run123")
+    params = load_params(ROOT / "params.yaml", ["curate.teacher.api_key_env=TEACHER_KEY"])
+    env = stage_env(params, "run123")
     assert env == {
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": "pw-123456",
+        "TEACHER_KEY": "sk-123456",
         "AVAR_PARENT_RUN_ID": "run123",
         "TQDM_MININTERVAL": "10",
     }

@@ -135,3 +135,24 @@ def test_an_unreachable_server_fails_fast_with_one_line(params, monkeypatch):
     with pytest.raises(runs.TrackingUnreachable, match=f"MLflow at http://127.0.0.1:{port} does"):
         runs.client(params)
     assert time.monotonic() - start < runs.REACH_TIMEOUT_S + 5
+
+
+def test_an_upload_a_kill_left_pending_is_failed_by_the_next_register(params, tmp_path):
+    """A SIGKILL mid-upload leaves a PENDING LoggedModel (no code runs to finish it); the
+    next register of the same model marks it FAILED and registers one READY version."""
+    folder = model_dir(tmp_path, "a")
+    mlflow_client = runs.client(params)
+    experiment = runs.experiment_id(mlflow_client, params.tracking.experiment)
+    left = mlflow_client.create_logged_model(
+        experiment_id=experiment,
+        name="AVAR-Thinker",
+        tags={registry.DIGEST_TAG: registry.model_digest(folder)},
+    )
+    other = mlflow_client.create_logged_model(  # another model's upload: not ours to touch
+        experiment_id=experiment, name="AVAR-Thinker", tags={registry.DIGEST_TAG: "0" * 64}
+    )
+    done = registry.register(params, folder, 0.3, tmp_path)
+    assert done.version == "1" and not done.already
+    status = {m.model_id: str(m.status) for m in mlflow_client.search_logged_models([experiment])}
+    assert status[left.model_id] == "FAILED" and status[other.model_id] == "PENDING"
+    assert status[done.model_id] == "READY"

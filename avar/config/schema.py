@@ -531,6 +531,9 @@ class OrchestrateConfig:
     env: list[str] = field(
         default_factory=lambda: [
             "MLFLOW_TRACKING_URI",
+            "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD",
+            "MLFLOW_TRACKING_TOKEN",
             "MLFLOW_S3_ENDPOINT_URL",
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",

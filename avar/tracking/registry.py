@@ -90,11 +90,28 @@ def registered(mlflow_client, name: str, digest: str, metric: str, score: float)
     return None
 
 
+def fail_abandoned(mlflow_client, experiment: str, name: str, digest: str) -> list[str]:
+    """Mark FAILED the uploads of this same model that a killed run left PENDING (one
+    register runs at a time per workspace: the stage lock); returns their ids."""
+    named = mlflow_client.search_logged_models(
+        experiment_ids=[experiment], filter_string=f"name = '{name}'"
+    )
+    abandoned = [
+        m.model_id for m in named if str(m.status) == "PENDING" and m.tags.get(DIGEST_TAG) == digest
+    ]
+    for model_id in abandoned:
+        log.warning("marking %s FAILED: an upload a killed run left unfinished", model_id)
+        mlflow_client.finalize_logged_model(model_id, "FAILED")
+    return abandoned
+
+
 def upload(mlflow_client, params: Params, model_dir: str | Path, tags: dict) -> str:
     """A READY LoggedModel holding `model_dir`; marked FAILED (not left PENDING) when the
-    upload fails."""
+    upload fails, and on the next run when a kill stopped it."""
+    experiment = experiment_id(mlflow_client, params.tracking.experiment)
+    fail_abandoned(mlflow_client, experiment, params.register.model_name, tags[DIGEST_TAG])
     model = mlflow_client.create_logged_model(
-        experiment_id=experiment_id(mlflow_client, params.tracking.experiment),
+        experiment_id=experiment,
         name=params.register.model_name,
         source_run_id=os.environ.get(PARENT_ENV) or None,
         tags=tags,
