@@ -358,11 +358,15 @@ def services_up(
     backend_store: Annotated[
         str | None, typer.Option(help="MLflow backend store, e.g. postgresql+psycopg://...")
     ] = None,
+    auth: Annotated[
+        bool,
+        typer.Option(help="MLflow basic auth; admin from MLFLOW_AUTH_ADMIN_USERNAME/_PASSWORD."),
+    ] = False,
 ) -> None:
     """Start a Prefect server, an MLflow server and a worker here; deploy the flows."""
     from avar.services import Stack, up
 
-    stack = Stack(Path("."), prefect_port, mlflow_port)
+    stack = Stack(Path("."), prefect_port, mlflow_port, auth)
     up(stack, artifacts, backend=backend_store)
     console.print(
         f"Prefect UI  http://127.0.0.1:{prefect_port}\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,9 +20,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from avar.errors import UserError
+
 log = logging.getLogger(__name__)
 POOL = "avar-local"
 DEPLOYMENTS = ("full", "champion")
+
+
+AUTH_USER, AUTH_PASSWORD = "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"
 
 
 @dataclass
@@ -29,6 +35,8 @@ class Stack:
     root: Path
     prefect_port: int = 4200
     mlflow_port: int = 5000
+    auth: bool = False
+    """MLflow with basic auth: its admin from MLFLOW_AUTH_ADMIN_USERNAME/_PASSWORD."""
 
     @property
     def state(self) -> Path:
@@ -43,12 +51,16 @@ class Stack:
         return f"http://127.0.0.1:{self.mlflow_port}"
 
     def env(self) -> dict[str, str]:
-        """What clients need: the two servers' addresses and the workspace."""
-        return {
+        """What clients need: the two servers' addresses and the workspace (and, with auth,
+        MLflow's user; its password stays in the environment it came from)."""
+        env = {
             "PREFECT_API_URL": self.prefect_api,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
             "AVAR_WORKSPACE": str(self.root.resolve()),
         }
+        if self.auth:
+            env["MLFLOW_TRACKING_USERNAME"] = os.environ[AUTH_USER]
+        return env
 
 
 def scripts_dir() -> Path:
@@ -75,9 +87,13 @@ def start(stack: Stack, name: str, command: list[str], env: dict[str, str]) -> i
 
 
 def wait_healthy(url: str, name: str, stack: Stack, timeout: float = 120) -> None:
-    """Poll `url` until it answers 200; fail naming the log to read."""
+    """Poll `url` until it answers 200; fail naming the log to read, at once when the
+    server's process has exited."""
     deadline = time.monotonic() + timeout
+    pid_file = stack.state / "run" / f"{name}.pid"
     while time.monotonic() < deadline:
+        if pid_file.is_file() and not _alive(int(pid_file.read_text())):
+            break
         try:
             with urllib.request.urlopen(url, timeout=5) as answer:
                 if answer.status == 200:
@@ -85,8 +101,8 @@ def wait_healthy(url: str, name: str, stack: Stack, timeout: float = 120) -> Non
         except OSError:
             pass
         time.sleep(1)
-    raise RuntimeError(
-        f"{name} did not answer {url} in {timeout:.0f} s; see "
+    raise UserError(
+        f"{name} did not answer {url} (it exited, or not within {timeout:.0f} s); see "
         f"{stack.state / 'logs' / f'{name}.log'}"
     )
 
@@ -109,8 +125,12 @@ def prefect(stack: Stack, *args: str) -> subprocess.CompletedProcess:
 def start_mlflow(stack: Stack, artifacts: str | None = None, backend: str | None = None) -> None:
     """The MLflow server: runs in `backend` (default SQLite under .avar), artifacts proxied to
     `artifacts` (default .avar/mlartifacts; an s3:// URI for S3 or an S3-compatible store).
-    GenAI judge jobs are off: six fewer processes on a small machine."""
+    GenAI judge jobs are off: six fewer processes on a small machine. With `stack.auth`,
+    MLflow's basic auth is on (users in .avar/mlflow-auth.db, default permission READ)."""
     state = stack.state
+    options, env = [], {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if stack.auth:
+        options, env = ["--app-name", "basic-auth"], {**env, **auth_env(state)}
     start(
         stack,
         "mlflow-server",
@@ -127,9 +147,27 @@ def start_mlflow(stack: Stack, artifacts: str | None = None, backend: str | None
             artifacts or str((state / "mlartifacts").resolve()),
             "--workers",
             "1",
+            *options,
         ],
-        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env,
     )
+
+
+def auth_env(state: Path) -> dict[str, str]:
+    """The basic-auth server's settings: its config file under .avar, the admin from the
+    environment (never written to disk by avar), a session secret."""
+    missing = [name for name in (AUTH_USER, AUTH_PASSWORD) if not os.environ.get(name)]
+    if missing:
+        raise UserError(f"--auth: set {' and '.join(missing)} (MLflow's admin) first")
+    config = state / "mlflow-auth.ini"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{(state / 'mlflow-auth.db').resolve()}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    secret = os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_urlsafe(32)
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secret}
 
 
 def up(stack: Stack, artifacts: str | None = None, backend: str | None = None) -> None:
@@ -163,10 +201,19 @@ def up(stack: Stack, artifacts: str | None = None, backend: str | None = None) -
         stack,
         "prefect-worker",
         [str(bin_dir / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
-        {**stack.env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+        {
+            **stack.env(),
+            **worker_credentials(stack),
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        },
     )
     prefect(stack, "--no-prompt", "deploy", *(f"--name={d}" for d in DEPLOYMENTS))
     (state / "env").write_text("".join(f"export {k}={v}\n" for k, v in stack.env().items()))
+
+
+def worker_credentials(stack: Stack) -> dict[str, str]:
+    """The flow runs' MLflow password (the admin's), in the worker's environment only."""
+    return {"MLFLOW_TRACKING_PASSWORD": os.environ[AUTH_PASSWORD]} if stack.auth else {}
 
 
 def down(stack: Stack, quiet: bool = False) -> list[str]:

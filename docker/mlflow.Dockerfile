@@ -2,7 +2,7 @@
 # an S3-compatible store for artifacts (proxied, so clients need no S3 credentials).
 FROM python:3.11.14-slim-bookworm
 
-RUN pip install --no-cache-dir "mlflow==3.17.2" "psycopg[binary]==3.3.9" "boto3==1.43.117" \
+RUN pip install --no-cache-dir "mlflow[auth]==3.17.2" "psycopg[binary]==3.3.9" "boto3==1.43.117" \
     && useradd --uid 1000 --create-home mlflow \
     && mkdir /mlflow-auth && chown 1000:1000 /mlflow-auth
 COPY mlflow-auth.ini /etc/mlflow/auth.ini
