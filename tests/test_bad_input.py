@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ports import free_port
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,11 +101,7 @@ def foreign_checkpoint_dir(tmp: Path) -> list[str]:
 
 
 def unreachable_mlflow(tmp: Path) -> list[str]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     (tmp / "metrics").mkdir()
     (tmp / "models/rl").mkdir(parents=True)
     scores = {"models": {"rl": {"metrics": {"eval/synthetic/accuracy": 0.5}}}}

@@ -4,23 +4,17 @@ admin taken from the environment; a request without credentials is refused."""
 from __future__ import annotations
 
 import base64
-import socket
 import urllib.error
 import urllib.request
 
 import pytest
+from ports import free_port
 
 from avar.errors import UserError
 from avar.services import Stack, down, start_mlflow, wait_healthy
 
 pytestmark = pytest.mark.slow
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def status(url: str, user: str | None = None, password: str | None = None) -> int:

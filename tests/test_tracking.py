@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from ports import free_port
 
 from avar.config import load_params
 from avar.stages import STAGES
@@ -124,12 +125,9 @@ def test_a_failed_upload_leaves_no_pending_model(params, tmp_path, monkeypatch):
 
 
 def test_an_unreachable_server_fails_fast_with_one_line(params, monkeypatch):
-    import socket
     import time
 
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens on it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     start = time.monotonic()
     with pytest.raises(runs.TrackingUnreachable, match=f"MLflow at http://127.0.0.1:{port} does"):
