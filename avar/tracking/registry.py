@@ -141,45 +141,37 @@ def register(
     existing = registered(mlflow_client, cfg.model_name, digest, cfg.metric, score)
     if existing is not None:
         log.info("%s v%s already holds this model", cfg.model_name, existing.version)
-        held = holder is not None and str(holder.version) == str(existing.version)
-        return Registration(
-            cfg.model_name,
-            str(existing.version),
-            cfg.metric,
-            score,
-            str(holder.version) if holder else None,
-            holder_score,
-            held,
-            existing.tags.get(MODEL_ID_TAG, ""),
-            already=True,
-        )
-    tags = {
-        "avar.stage": cfg.stage,
-        "avar.git_sha": git_sha(workspace),
-        DIGEST_TAG: digest,
-        **dvc_hashes(workspace),
-    }
-    model_id = upload(mlflow_client, params, model_dir, tags)
-    holder_score = float(holder.tags[SCORE_TAG]) if holder and SCORE_TAG in holder.tags else None
-    import mlflow
+        version, model_id = str(existing.version), existing.tags.get(MODEL_ID_TAG, "")
+        promoted = holder is not None and str(holder.version) == version
+    else:
+        tags = {
+            "avar.stage": cfg.stage,
+            "avar.git_sha": git_sha(workspace),
+            DIGEST_TAG: digest,
+            **dvc_hashes(workspace),
+        }
+        model_id = upload(mlflow_client, params, model_dir, tags)
+        import mlflow
 
-    version = mlflow.register_model(
-        f"models:/{model_id}",
-        cfg.model_name,
-        tags={SCORE_TAG: repr(score), METRIC_TAG: cfg.metric, MODEL_ID_TAG: model_id, **tags},
-    )
-    promoted = holder is None or holder_score is None or score > holder_score
-    if promoted:
-        mlflow_client.set_registered_model_alias(cfg.model_name, cfg.alias, version.version)
+        registered_version = mlflow.register_model(
+            f"models:/{model_id}",
+            cfg.model_name,
+            tags={SCORE_TAG: repr(score), METRIC_TAG: cfg.metric, MODEL_ID_TAG: model_id, **tags},
+        )
+        version = str(registered_version.version)
+        promoted = holder is None or holder_score is None or score > holder_score
+        if promoted:
+            mlflow_client.set_registered_model_alias(cfg.model_name, cfg.alias, version)
     return Registration(
         cfg.model_name,
-        str(version.version),
+        version,
         cfg.metric,
         score,
         str(holder.version) if holder else None,
         holder_score,
         promoted,
         model_id,
+        already=existing is not None,
     )
 
 
