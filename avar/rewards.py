@@ -71,11 +71,12 @@ def gated_vas(masses: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class VisualAnchoredReward:
-    """The RL reward: weights and the layers r_visual reads, as the `rl` section sets them."""
+    """The RL reward: weights and the layers r_visual reads, as the `rl` section sets them
+    (its defaults live there)."""
 
-    lambda_visual: float = 0.3
-    lambda_format: float = 0.1
-    layers: str = "all"
+    lambda_visual: float
+    lambda_format: float
+    layers: str
 
     @classmethod
     def from_config(cls, rl: RlConfig) -> VisualAnchoredReward:

@@ -136,24 +136,17 @@ def test_a_distributed_format_benchmark_and_the_intervention(tiny_dir, tmp_path)
 
 def test_synthetic_builds_its_questions_when_none_exist(tiny_dir, tmp_path):
     out = tmp_path / "r.json"
-    result = run_eval(
-        "--model",
-        str(tiny_dir),
-        "--bench",
-        "synthetic",
-        "--out",
-        str(out),
-        "--data-dir",
-        str(tmp_path / "none"),
-        "-S",
-        f"checkpoint_eval.data={tmp_path}/missing/data.jsonl",
-        "-S",
-        f"curate.out_dir={tmp_path}/no-curated",
-        "-S",
-        "data.heldout.n=6",
-        "-S",
-        "eval.max_new_tokens=4",
-    )
+    synthetic = [
+        *("--model", str(tiny_dir), "--bench", "synthetic"),
+        *("--out", str(out), "--data-dir", str(tmp_path / "none")),
+    ]
+    short = ["-S", "eval.max_new_tokens=4"]
+    missing = [
+        *("-S", f"checkpoint_eval.data={tmp_path}/missing/data.jsonl"),
+        *("-S", f"curate.out_dir={tmp_path}/no-curated"),
+        *("-S", "data.heldout.n=6"),
+    ]
+    result = run_eval(*synthetic, *missing, *short)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["benchmarks"]["synthetic"]["n"] == 6
@@ -162,20 +155,7 @@ def test_synthetic_builds_its_questions_when_none_exist(tiny_dir, tmp_path):
     from avar.data import synthesize
 
     synthesize("visual", 3, 5, tmp_path / "curated/eval", prefix="curated")
-    result = run_eval(
-        "--model",
-        str(tiny_dir),
-        "--bench",
-        "synthetic",
-        "--out",
-        str(out),
-        "--data-dir",
-        str(tmp_path / "none"),
-        "-S",
-        "eval.max_new_tokens=4",
-        "-S",
-        f"curate.out_dir={tmp_path}/curated",
-    )
+    result = run_eval(*synthetic, *short, "-S", f"curate.out_dir={tmp_path}/curated")
     assert result.exit_code == 0, result.output
     samples = json.loads(out.read_text())["benchmarks"]["synthetic"]["samples"]
     assert [r["id"] for r in samples] == [f"curated-{i:06d}" for i in range(3)]

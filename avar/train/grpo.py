@@ -76,10 +76,10 @@ class GrpoObjective:
     """What a GRPO step samples and optimises, built from the `rl` section in one step."""
 
     reward: VisualAnchoredReward
-    group_size: int = 4
-    temperature: float = 1.0
-    max_completion_tokens: int = 96
-    kl_coef: float = 0.0
+    group_size: int
+    temperature: float
+    max_completion_tokens: int
+    kl_coef: float
 
     @classmethod
     def from_config(cls, rl: RlConfig) -> GrpoObjective:
