@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -304,19 +305,28 @@ def stage(
 ) -> None:
     """Run one pipeline stage from its section of params.yaml (safe to re-run).
 
-    One run of a stage at a time per workspace: a second `avar stage NAME` (or a Prefect
-    retry overlapping a run that is still going) stops with the holder's PID. Under
-    torchrun, rank 0 holds the lock for all ranks.
+    On the ranks `launch` asks for: several, and this command starts them (torchrun on this
+    host, or Ray Train on a cluster) and fails with the failing rank's last lines. One run
+    of a stage at a time per workspace (per host when a stage spans hosts): a second `avar
+    stage NAME` stops with the holder's PID. Under a launcher, the launcher (or rank 0 of
+    a torchrun typed by hand) holds the lock for all ranks.
     """
-    from avar.stages import stage as declared
+    from avar import launch
 
-    chosen, cfg = declared(name), load_params(params, overrides)
+    cfg = load_params(params, overrides)
+    ranks = launch.plan(cfg, name)
+    inside = launch.inside_ranks()
+    if inside and os.environ.get(launch.LAUNCHED_ENV):  # a rank avar started
+        launch.run_here(name, params, overrides or [])
+        return
+    host = f".{socket.gethostname()}" if ranks.nnodes > 1 else ""
+    lock = Path(".avar/locks") / f"{name}{host}.lock"
     main_rank = os.environ.get("RANK", "0") == "0"
-    lock = Path(".avar/locks") / f"{name}.lock"
     with exclusive_lock(lock, f"avar stage {name}") if main_rank else contextlib.nullcontext():
-        result = chosen.run(cfg)
-    if main_rank:  # under torchrun, one summary line
-        console.print(result.line(), soft_wrap=True)
+        if ranks.world_size > 1 and not inside:
+            launch.launch(name, ranks, params, overrides or [], cfg.launch)
+        else:
+            launch.run_here(name, params, overrides or [])
 
 
 @app.command("reevaluate")

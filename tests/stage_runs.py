@@ -3,11 +3,13 @@ stage as a subprocess (`avar stage NAME`, optionally under a launcher), weight c
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,3 +96,34 @@ def avar_stage(tmp: Path, stage: str, extra: list[str], env=None, launcher=()) -
         text=True,
         start_new_session=True,  # its own process group: a test can kill launcher and ranks
     )
+
+
+def outputs(tmp: Path, stage: str, name: str) -> list[str]:
+    """The stage's model, checkpoints and metrics under their own names."""
+    return [
+        f"{stage}.out_dir={tmp}/models/{name}",
+        f"{stage}.checkpoint_dir={tmp}/checkpoints/{name}",
+        f"{stage}.metrics={tmp}/metrics/{name}.json",
+    ]
+
+
+def finish(process, timeout: int = 400) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def rows(tmp: Path, name: str) -> list[dict]:
+    return json.loads((tmp / f"metrics/{name}.json").read_text())["checkpoints"]
+
+
+def assert_same_weights(expected: dict, actual: dict) -> None:
+    assert expected.keys() == actual.keys()
+    different = [k for k in expected if not torch.equal(expected[k], actual[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def last_step(checkpoints: Path) -> int:
+    """The newest complete checkpoint's step."""
+    saved = checkpoints.glob("checkpoint-*/trainer_state.json")
+    return max(int(p.parent.name.split("-")[1]) for p in saved)

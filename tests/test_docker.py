@@ -152,3 +152,24 @@ def test_mlflow_and_prefect_ask_for_a_password():
     assert services["prefect-worker"]["environment"]["PREFECT_API_AUTH_STRING"]
     ini = (DOCKER / "mlflow-auth.ini").read_text()
     assert "default_permission = READ" in ini and "password" not in ini.split("[mlflow]")[1]
+
+
+def test_ray_profile_starts_a_head_with_the_ray_pool_worker_and_gpu_workers():
+    """`--profile ray`: head and workers run the training image on the host network, mount
+    the same workspace and take every GPU; the head's Prefect worker serves the pool of
+    prefect.yaml's full-ray deployment."""
+    head, worker = COMPOSE["services"]["ray-head"], COMPOSE["services"]["ray-worker"]
+    image = COMPOSE["services"]["trainer"]["image"]
+    for service in (head, worker):
+        assert service["profiles"] == ["ray"] and service["image"] == image
+        assert service["network_mode"] == "host"
+        assert service["volumes"] == ["${AVAR_WORKSPACE:-..}:/workspace"]
+        devices = service["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["count"] == "all"
+    start = " ".join(head["command"])
+    assert "ray start --head --port=6379" in start and "--pool avar-ray" in start
+    assert "--address=${AVAR_RAY_HEAD:-127.0.0.1:6379}" in worker["command"]
+    deployments = yaml.safe_load((DOCKER.parent / "prefect.yaml").read_text())["deployments"]
+    (ray,) = [d for d in deployments if d["name"] == "full-ray"]
+    assert ray["work_pool"]["name"] == "avar-ray"
+    assert ray["entrypoint"] == "flows/full.py:avar"

@@ -6,7 +6,6 @@ data order and RNG state); a checkpoint whose names do not fit the model stops t
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
@@ -16,7 +15,16 @@ import psutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from stage_runs import avar_stage, new_project, weights
+from stage_runs import (
+    assert_same_weights,
+    avar_stage,
+    finish,
+    last_step,
+    new_project,
+    outputs,
+    rows,
+    weights,
+)
 
 from avar.models.loader import load_model
 from avar.models.weights import WeightMismatch, load_saved_weights
@@ -27,21 +35,6 @@ TWO_RANKS = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_p
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     return new_project(tmp_path_factory.mktemp("resume"))
-
-
-def outputs(tmp: Path, stage: str, name: str) -> list[str]:
-    """The stage's model, checkpoints and metrics under their own names."""
-    return [
-        f"{stage}.out_dir={tmp}/models/{name}",
-        f"{stage}.checkpoint_dir={tmp}/checkpoints/{name}",
-        f"{stage}.metrics={tmp}/metrics/{name}.json",
-    ]
-
-
-def finish(process, timeout: int = 400) -> str:
-    output, _ = process.communicate(timeout=timeout)
-    assert process.returncode == 0, output[-3000:]
-    return output
 
 
 def kill_after(process, checkpoint: Path, timeout: float = 240) -> None:
@@ -61,22 +54,6 @@ def kill_after(process, checkpoint: Path, timeout: float = 240) -> None:
     psutil.wait_procs(tree, timeout=30)
     process.wait()
     drain.join(timeout=10)
-
-
-def rows(tmp: Path, name: str) -> list[dict]:
-    return json.loads((tmp / f"metrics/{name}.json").read_text())["checkpoints"]
-
-
-def assert_same_weights(expected: dict, actual: dict) -> None:
-    assert expected.keys() == actual.keys()
-    different = [k for k in expected if not torch.equal(expected[k], actual[k])]
-    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
-
-
-def last_step(checkpoints: Path) -> int:
-    """The newest complete checkpoint's step."""
-    saved = checkpoints.glob("checkpoint-*/trainer_state.json")
-    return max(int(p.parent.name.split("-")[1]) for p in saved)
 
 
 def check_kill_and_resume(tmp, stage, run, kill_at, launchers=((), (), ())) -> None:

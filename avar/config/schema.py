@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from avar.config.errors import ConfigError
-from avar.config.specs import BENCHMARK_NAMES, layer_range, parse_intervention
+from avar.config.specs import BENCHMARK_NAMES, RANKED_STAGES, layer_range, parse_intervention
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -556,6 +556,73 @@ class OrchestrateConfig:
         _require(bool(self.image), f"{key}.image", "a non-empty image reference", "")
 
 
+def _check_nproc(value: str, key: str, inherit: bool = False) -> None:
+    ok = value == "auto" or (value.isdigit() and int(value) >= 1) or (inherit and value == "")
+    _require(ok, key, "`auto` or a process count >= 1" + (" (or empty)" * inherit), value)
+
+
+@dataclass
+class StageRanks:
+    """One stage's own ranks; an empty or zero field takes the shared `launch` value."""
+
+    nproc_per_node: str = ""
+    """Processes per host for this stage: `auto`, a count, or empty for the shared value."""
+    nnodes: int = 0
+    """Hosts this stage spans; 0 for the shared value."""
+
+
+@dataclass
+class LaunchConfig:
+    engine: Literal["torchrun", "ray"] = "torchrun"
+    """What starts a stage's ranks: `torchrun` (torch's elastic launcher on this host; on
+    several hosts every host runs the same `avar stage NAME` and they meet at
+    `rdzv_endpoint`) or `ray` (Ray Train places the ranks on a running Ray cluster's nodes;
+    the workspace must be shared by the nodes)."""
+    nproc_per_node: str = "auto"
+    """Processes (ranks) per host: `auto` is one per visible GPU and one on a CPU host."""
+    nnodes: int = 1
+    """Hosts a stage spans."""
+    rdzv_endpoint: str = ""
+    """`host:port` where torchrun's ranks of several hosts meet (c10d rendezvous); unused
+    on one host (a free local port is picked)."""
+    rdzv_id: str = "avar"
+    """Rendezvous id shared by the hosts of one multi-host torchrun stage."""
+    ray_address: str = "auto"
+    """The Ray cluster to use (`ray.init(address=...)`): `auto` finds the cluster this host
+    belongs to, or `host:6379`."""
+    log_dir: str = ".avar/logs"
+    """Where every rank's stdout and stderr are kept (one folder per stage run)."""
+    stages: dict[str, StageRanks] = field(default_factory=dict)
+    """Per-stage ranks, e.g. `sft_mm: {nproc_per_node: 8}`; other stages take the shared
+    values. Only the stages in RANKED_STAGES run on several ranks."""
+
+    def check(self, key: str) -> None:
+        _check_nproc(self.nproc_per_node, f"{key}.nproc_per_node")
+        _require(self.nnodes >= 1, f"{key}.nnodes", "an int >= 1", self.nnodes)
+        for name, ranks in self.stages.items():
+            _require(
+                name in RANKED_STAGES,
+                f"{key}.stages.{name}",
+                "a stage that runs on several ranks: " + ", ".join(RANKED_STAGES),
+                name,
+            )
+            _check_nproc(ranks.nproc_per_node, f"{key}.stages.{name}.nproc_per_node", True)
+            _require(ranks.nnodes >= 0, f"{key}.stages.{name}.nnodes", "an int >= 0", ranks.nnodes)
+        multi_host = max([self.nnodes, *(r.nnodes for r in self.stages.values())]) > 1
+        if self.engine == "torchrun" and multi_host:
+            _require(
+                ":" in self.rdzv_endpoint,
+                f"{key}.rdzv_endpoint",
+                "host:port of the rendezvous when a stage spans several hosts under torchrun",
+                self.rdzv_endpoint,
+            )
+
+    def ranks(self, stage: str) -> tuple[str, int]:
+        """(nproc_per_node, nnodes) of `stage`: its own setting, else the shared one."""
+        own = self.stages.get(stage, StageRanks())
+        return own.nproc_per_node or self.nproc_per_node, own.nnodes or self.nnodes
+
+
 @dataclass
 class Params:
     """All of params.yaml: one attribute per section."""
@@ -574,6 +641,7 @@ class Params:
     reevaluate: ReevaluateConfig = field(default_factory=ReevaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     orchestrate: OrchestrateConfig = field(default_factory=OrchestrateConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def check(self) -> None:
         for name, section in vars(self).items():

@@ -22,6 +22,8 @@ BENCHMARK_NAMES = (
     "synthetic",
 )
 """The benchmarks `eval.benches` may name; avar.eval.benchmarks has a loader for each."""
+RANKED_STAGES = ("base", "coldstart_text", "sft_mm", "rl", "vas", "eval")
+"""The stages that run on several ranks when `launch` asks (avar.stages.registry agrees)."""
 
 
 def layer_range(spec: str) -> tuple[int, int] | None:

@@ -7,11 +7,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+import torch
+
 from avar.attention.hooks import decoder_attention
 from avar.config.specs import InterventionSpec, layer_list
 from avar.eval.measure import VasSettings, chat_masses, report
 from avar.generate import generate
 from avar.grading import extract_answer, grade
+from avar.ranks import sharded
 
 
 @dataclass
@@ -62,31 +65,39 @@ def answer(
     intervention: InterventionSpec | None = None,
     with_vas: bool = True,
     progress: bool = False,
+    shard: bool = True,
 ) -> Answers:
     """Greedy answers to `prompts` (chats up to the user turn), graded against `records`.
 
     A bare one-line answer ("B", "3") counts as the final answer. With `with_vas`, the
     answers are teacher-forced once more to measure their attention (with the same
-    intervention, if any).
+    intervention, if any). Under several ranks each rank answers every world-size-th batch
+    and every rank gets all answers, in order (`shard=False`: every rank answers all).
     """
+    settings = VasSettings(queries="response", layers=layers, intervene=intervention, batch_size=8)
+
+    def answer_batch(chunk: range) -> tuple[list[str], torch.Tensor | None]:
+        batch = [prompts[i] for i in chunk]
+        texts = generate(
+            model, processor, batch, max_new_tokens, batch_size, intervention, progress=False
+        )
+        if not with_vas:
+            return texts, None
+        replies = [[{"role": "assistant", "content": text}] for text in texts]
+        chats = [p + r for p, r in zip(batch, replies, strict=True)]
+        return texts, chat_masses(model, processor, chats, settings)
+
     was_training = model.training
     model.eval()
     try:
-        responses = generate(
-            model, processor, prompts, max_new_tokens, batch_size, intervention, progress=progress
-        )
-        vas = None
-        if with_vas:
-            settings = VasSettings(
-                queries="response", layers=layers, intervene=intervention, batch_size=8
-            )
-            replies = [[{"role": "assistant", "content": text}] for text in responses]
-            chats = [p + r for p, r in zip(prompts, replies, strict=True)]
-            masses = chat_masses(model, processor, chats, settings)
-            ids = layer_list(layers, len(decoder_attention(model)))
-            vas = report(masses, records, settings, ids)
+        parts = sharded(len(prompts), batch_size, answer_batch, shard, "answer" * progress)
     finally:
         model.train(was_training)
+    responses = [text for texts, _ in parts for text in texts]
+    vas = None
+    if with_vas:
+        masses = torch.cat([m for _, m in parts if m is not None], dim=1)
+        vas = report(masses, records, settings, layer_list(layers, len(decoder_attention(model))))
     correct = [
         grade(text, r["answer"], r["answer_type"], r["choices"], bare=True)
         for text, r in zip(responses, records, strict=True)

@@ -21,6 +21,7 @@ from avar.attention.vas import head_mean_masses, vas_per_layer
 from avar.config.specs import InterventionSpec, layer_list, layer_range
 from avar.data.chats import conversations, prompts
 from avar.generate import generate
+from avar.ranks import sharded
 from avar.segments import encode_batch, model_inputs
 
 IMPLS = ("efficient", "eager")
@@ -70,22 +71,32 @@ def chat_masses(model, processor, chats, settings: VasSettings, progress: bool =
     return torch.cat(per_batch, dim=1)
 
 
-def measure_vas(model, processor, records, root, settings: VasSettings, system_prompt=None):
-    """The VAS report (see `report`) of `records`, whose images live under `root`."""
-    responses = None
-    if settings.generate:
-        responses = generate(
-            model,
-            processor,
-            prompts(records, root, system_prompt),
-            settings.max_new_tokens,
-            settings.batch_size,
-            settings.intervene,
-        )
-    chats = conversations(records, root, system_prompt, responses)
-    masses = chat_masses(model, processor, chats, settings, progress=True)
+def measure_vas(
+    model, processor, records, root, settings: VasSettings, system_prompt=None, shard=True
+):
+    """The VAS report (see `report`) of `records`, whose images live under `root`. Under
+    several ranks each measures every world-size-th batch; every rank gets the report."""
+    turns = prompts(records, root, system_prompt)
+
+    def batch_masses_of(chunk: range) -> torch.Tensor:
+        part = [records[i] for i in chunk]
+        responses = None
+        if settings.generate:
+            responses = generate(
+                model,
+                processor,
+                [turns[i] for i in chunk],
+                settings.max_new_tokens,
+                settings.batch_size,
+                settings.intervene,
+                progress=False,
+            )
+        chats = conversations(part, root, system_prompt, responses)
+        return chat_masses(model, processor, chats, settings)
+
+    parts = sharded(len(records), settings.batch_size, batch_masses_of, shard, "vas")
     n_layers = len(decoder_attention(model))
-    return report(masses, records, settings, layer_list(settings.layers, n_layers))
+    return report(torch.cat(parts, dim=1), records, settings, layer_list(settings.layers, n_layers))
 
 
 def _mean(values: torch.Tensor) -> float | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from avar import ranks
 from avar.config import Params
 from avar.eval.run import EvalRequest, evaluate
 from avar.io import atomic_dir, write_json
@@ -44,24 +45,31 @@ def summary(report: dict) -> dict:
 
 
 def run(params: Params) -> EvalResult:
+    from avar.models.loader import resolve_device
+
     cfg = params.eval
     models = stage_models(params)
     if not models:
         raise FileNotFoundError("no stage model to evaluate: run the training stages first")
+    device = resolve_device(params.model.device)
+    ranks.start(device)  # several ranks: each answers its share, all get every row
     out = Path(cfg.metrics)
-    rows = {}
-    # the per-sample answers appear whole, this run's only: a killed run leaves the last
-    # complete folder, never a mix of two runs
-    with atomic_dir(out.parent / "eval") as answers:
-        for stage, folder in models.items():
-            request = EvalRequest(folder, cfg.benches, cfg.data_dir, cfg.limit, "", cfg.vas)
-            report = evaluate(request, params)
-            write_json(answers / f"{stage}.json", report)
-            rows[stage] = summary(report)
-            if cfg.intervene:
-                request.intervene = cfg.intervene
-                steered = evaluate(request, params)
-                write_json(answers / f"{stage}-intervened.json", steered)
-                rows[stage]["intervened"] = summary(steered)
-    write_json(out, {"benches": cfg.benches, "intervention": cfg.intervene, "models": rows})
+    rows, reports = {}, {}
+    for stage, folder in models.items():
+        request = EvalRequest(folder, cfg.benches, cfg.data_dir, cfg.limit, "", cfg.vas)
+        reports[f"{stage}.json"] = report = evaluate(request, params)
+        rows[stage] = summary(report)
+        if cfg.intervene:
+            request.intervene = cfg.intervene
+            reports[f"{stage}-intervened.json"] = steered = evaluate(request, params)
+            rows[stage]["intervened"] = summary(steered)
+    topology = ranks.topology(device)
+    if ranks.is_main():
+        # the per-sample answers appear whole, this run's only: a killed run leaves the
+        # last complete folder, never a mix of two runs
+        with atomic_dir(out.parent / "eval") as answers:
+            for name, report in reports.items():
+                write_json(answers / name, report)
+        report = {"benches": cfg.benches, "intervention": cfg.intervene, "models": rows}
+        write_json(out, {**report, "launch": topology})
     return EvalResult(str(out), rows)

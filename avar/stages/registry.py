@@ -61,6 +61,8 @@ class Stage:
     """Trains a model: publishes `<section>.out_dir`, scores a row per checkpoint."""
     plots: bool = False
     """Draws PNGs into `plots/` beside its metrics file (logged as artifacts)."""
+    ranks: bool = False
+    """Runs on several ranks when `launch` asks (avar.launch); others run as one process."""
 
     def metrics_file(self, params: Params) -> str:
         """Where the stage writes its numbers ('' for none)."""
@@ -73,13 +75,13 @@ class Stage:
 
 PIPELINE = (
     Stage("prepare", "data"),
-    Stage("base", "base", training_rows, trains=True),
+    Stage("base", "base", training_rows, trains=True, ranks=True),
     Stage("curate", "curate", curate_rows),
-    Stage("coldstart_text", "coldstart_text", training_rows, trains=True),
-    Stage("sft_mm", "sft_mm", training_rows, trains=True),
-    Stage("rl", "rl", training_rows, trains=True),
-    Stage("vas", "vas", vas_rows, plots=True),
-    Stage("eval", "eval", eval_rows),
+    Stage("coldstart_text", "coldstart_text", training_rows, trains=True, ranks=True),
+    Stage("sft_mm", "sft_mm", training_rows, trains=True, ranks=True),
+    Stage("rl", "rl", training_rows, trains=True, ranks=True),
+    Stage("vas", "vas", vas_rows, plots=True, ranks=True),
+    Stage("eval", "eval", eval_rows, ranks=True),
     Stage("register", "register"),
 )
 STAGES = {stage.name: stage for stage in PIPELINE}

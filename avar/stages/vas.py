@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from avar import ranks
 from avar.config import Params
 from avar.data.chats import load_records
 from avar.eval.measure import VasSettings, measure_vas
@@ -92,7 +93,8 @@ def measure_stages(params: Params) -> dict[str, dict]:
         measured[stage] = {
             k: report[k] for k in ("vas", "image_mass", "system_mass", "n", "vas_per_layer")
         }
-        log.info("vas %s: %s", stage, report["vas"])
+        if ranks.is_main():
+            log.info("vas %s: %s", stage, report["vas"])
     return measured
 
 
@@ -131,15 +133,24 @@ def draw_plots(stages: dict[str, dict], checkpoints: list[dict], folder: Path) -
 
 
 def run(params: Params) -> VasResult:
+    from avar.models.loader import resolve_device
+
+    device = resolve_device(params.model.device)
+    ranks.start(device)  # several ranks: each measures its share, all get every row
     stages = measure_stages(params)
     checkpoints = checkpoint_rows(params)
+    topology = ranks.topology(device)
     out = Path(params.vas.metrics)
-    plots = out.parent / "plots"
-    write_json(plots / "checkpoints.json", checkpoints)
-    write_json(
-        plots / "stages.json",
-        [{"stage": s, "vas": v["vas"], "log10_vas": log10(v["vas"])} for s, v in stages.items()],
-    )
-    draw_plots(stages, checkpoints, plots)
-    write_json(out, {"stages": stages, "checkpoints": checkpoints})
+    if ranks.is_main():
+        plots = out.parent / "plots"
+        write_json(plots / "checkpoints.json", checkpoints)
+        write_json(
+            plots / "stages.json",
+            [
+                {"stage": s, "vas": v["vas"], "log10_vas": log10(v["vas"])}
+                for s, v in stages.items()
+            ],
+        )
+        draw_plots(stages, checkpoints, plots)
+        write_json(out, {"stages": stages, "checkpoints": checkpoints, "launch": topology})
     return VasResult(str(out), stages, checkpoints)

@@ -166,6 +166,8 @@ def log_stage(
     path = workspace / metrics_file
     if metrics_file and path.is_file():
         report = json.loads(path.read_text())
+        if "launch" in report:  # what ran it: engine, world size, nodes, devices
+            log_params(mlflow_client, run_id, flatten(report["launch"], "launch"))
         now = int(time.time() * 1000)
         metrics = [
             Metric(k, v, now, step or 0)

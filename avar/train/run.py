@@ -18,6 +18,7 @@ from typing import Any
 from transformers import TrainerState
 from transformers.integrations import is_deepspeed_zero3_enabled
 
+from avar import ranks
 from avar.attention.losses import AttentionGuidedLoss
 from avar.config import Params
 from avar.config.schema import TrainConfig
@@ -74,15 +75,17 @@ class StagePlan:
     reference: dict = field(default_factory=dict)  # fixed numbers to report beside the rows
 
 
-def fingerprint(plan: StagePlan) -> dict:
-    """What the checkpoints depend on: the stage's params, the content of its data file and
-    of the weights it starts from (a re-curated set or a retrained base starts afresh)."""
+def fingerprint(plan: StagePlan, world_size: int = 1) -> dict:
+    """What the checkpoints depend on: the stage's params, the number of ranks (they make
+    the global batch), the content of its data file and of the weights it starts from (a
+    re-curated set, a retrained base or another rank count starts afresh)."""
     section = {k: v for k, v in asdict(plan.cfg).items() if k not in NOT_FINGERPRINTED}
     data = getattr(plan.cfg, "data", "")
     weights = sorted(Path(plan.model_dir).glob("*.safetensors"))
     return {
         "stage": plan.name,
         "params": section,
+        **({"world_size": world_size} if world_size > 1 else {}),
         "init": str(plan.model_dir),
         "data_sha256": file_digest(data) if data and Path(data).is_file() else None,
         "init_sha256": {p.name: file_digest(p) for p in weights},
@@ -125,7 +128,9 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
 
         deepspeed.init_distributed(dist_backend="gloo" if device.type == "cpu" else "nccl")
     with args.main_process_first(desc="checkpoints"):
-        resumed_from = resume_point(cfg.checkpoint_dir, fingerprint(plan), cfg.resume)
+        resumed_from = resume_point(
+            cfg.checkpoint_dir, fingerprint(plan, args.world_size), cfg.resume
+        )
     processor = load_processor(plan.model_dir, params.model.min_pixels, params.model.max_pixels)
     finished = None  # the final checkpoint, when a finished stage runs again
     if resumed_from is not None and checkpoint_step(resumed_from) >= cfg.max_steps:
@@ -160,6 +165,7 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
         ],
         objective=plan.objective,
     )
+    topology = ranks.topology(args.device)
     start = time.monotonic()
     if finished:  # a re-run of a finished stage: publish its last checkpoint again
         log.info("%s already finished at %s", plan.name, finished)
@@ -193,6 +199,7 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
         final=result.final,
         reference=plan.reference,
         history=result.history,
+        launch=topology,
     )
     return result
 

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from transformers import TrainerCallback
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from avar.data.chats import prompts
 from avar.eval.harness import answer
@@ -30,7 +31,11 @@ class ScoreSet:
 
 
 def score(model, processor, scores: ScoreSet) -> dict[str, float | None]:
-    """`{name}/accuracy`, `{name}/accuracy/<category>`, `{name}/vas`, image and system mass."""
+    """`{name}/accuracy`, `{name}/accuracy/<category>`, `{name}/vas`, image and system mass.
+
+    Under several ranks each rank answers its share of the questions and every rank gets
+    the whole row; under ZeRO-3 (whose forward passes are collective) every rank answers
+    every question."""
     answers = answer(
         model,
         processor,
@@ -39,6 +44,7 @@ def score(model, processor, scores: ScoreSet) -> dict[str, float | None]:
         scores.max_new_tokens,
         scores.batch_size,
         scores.layers,
+        shard=not is_deepspeed_zero3_enabled(),
     )
     vas = answers.vas or {}
     return {
@@ -52,8 +58,8 @@ class ScoreCheckpoints(TrainerCallback):
     """After every checkpoint save (and the last step's): score the model, hand the row to
     `on_row`.
 
-    Every rank scores (under ZeRO-3 the forward passes are collective) and gets the row,
-    so that every rank agrees on what is scored; `on_row` writes only on the main process.
+    Every rank takes part in scoring and gets the row, so that every rank agrees on what
+    is scored; `on_row` writes only on the main process.
     """
 
     def __init__(self, processor, score_sets: list[ScoreSet], on_row, scored: set[int]):

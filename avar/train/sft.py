@@ -17,18 +17,20 @@ from transformers import Trainer
 
 from avar.attention.losses import AttentionGuidedLoss
 from avar.attention.probe import mass_probe
+from avar.ranks import pooled_means
 from avar.train.checkpoints import ExactResume
 
 
 class LoggedStats(Trainer):
-    """Trainer mixin: numbers put in `self._stats` each step are logged as their means."""
+    """Trainer mixin: numbers put in `self._stats` each step are logged as their means
+    (over every rank's steps when several ranks train)."""
 
     _stats: dict[str, list[float]]
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the means since the last log to the Trainer's log (console, log_history)."""
         if "loss" in logs:
-            logs.update({k: sum(v) / len(v) for k, v in self._stats.items() if v})
+            logs.update(pooled_means(self._stats))
             self._stats.clear()
         super().log(logs, start_time)
 
