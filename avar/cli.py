@@ -324,7 +324,7 @@ def stage(
     main_rank = os.environ.get("RANK", "0") == "0"
     with exclusive_lock(lock, f"avar stage {name}") if main_rank else contextlib.nullcontext():
         if ranks.world_size > 1 and not inside:
-            launch.launch(name, ranks, params, overrides or [], cfg.launch)
+            launch.launch(name, ranks, params, overrides or [], cfg)
         else:
             launch.run_here(name, params, overrides or [])
 

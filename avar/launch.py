@@ -29,7 +29,7 @@ from pathlib import Path
 from avar.config import Params, load_params
 from avar.errors import UserError
 from avar.ranks import ENGINE_ENV, NODE_ENV, is_main
-from avar.scrub import scrub
+from avar.scrub import ScrubFilter, scrub
 from avar.stages import stage as declared
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,9 @@ def run_here(name: str, params_file: Path, overrides: list[str]) -> object:
     return result
 
 
-def launch(name: str, ranks: Ranks, params_file: Path, overrides: list[str], cfg) -> None:
-    """Run stage `name` on `ranks` with `cfg` (the `launch` section), here and now."""
+def launch(name: str, ranks: Ranks, params_file: Path, overrides: list[str], params) -> None:
+    """Run stage `name` on `ranks` as `params` say (the `launch` section), here and now."""
+    cfg = params.launch
     argv = ["stage", name, "--params", str(params_file)]
     for override in overrides:
         argv += ["-S", override]
@@ -96,7 +97,7 @@ def launch(name: str, ranks: Ranks, params_file: Path, overrides: list[str], cfg
     log.info("%s: %d ranks (%s, %s)", name, ranks.world_size, ranks.engine, where)
     start = time.monotonic()
     if ranks.engine == "ray":
-        on_ray(name, ranks, argv, cfg)
+        on_ray(name, ranks, argv, cfg, passed_env(params))
     else:
         on_torchrun(name, ranks, argv, cfg)
     log.info("%s: %d ranks finished in %.0f s", name, ranks.world_size, time.monotonic() - start)
@@ -163,14 +164,21 @@ def rank_tail(log_dir: Path, local_rank: int, lines: int = TAIL_LINES) -> str:
     return scrub("\n".join(found[-lines:]))
 
 
-def on_ray(name: str, ranks: Ranks, argv: list[str], cfg) -> None:
+def passed_env(params) -> dict[str, str]:
+    """What a rank on another node must see of this process's environment: the variables
+    `orchestrate.env` passes to a stage (hub token, tracking, S3) and the progress pace."""
+    names = [*params.orchestrate.env, "TQDM_MININTERVAL", "HF_HOME", "HF_HUB_OFFLINE"]
+    return {k: os.environ[k] for k in names if k in os.environ}
+
+
+def on_ray(name: str, ranks: Ranks, argv: list[str], cfg, env: dict[str, str]) -> None:
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     workspace = Path.cwd().resolve()
     try:
-        ray.init(address=cfg.ray_address, log_to_driver=True)
+        ray.init(address=cfg.ray_address, runtime_env={"env_vars": env}, log_to_driver=True)
     except ConnectionError as err:
         raise UserError(
             f"launch.ray_address {cfg.ray_address!r}: no Ray cluster answers ({err}); start "
@@ -210,6 +218,8 @@ def ray_rank(config: dict) -> None:
     logging.basicConfig(
         level=logging.INFO, format=f"[rank{rank}]: %(message)s", stream=sys.stderr, force=True
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ScrubFilter())
     argv = config["argv"]
     overrides = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-S"]
     run_here(argv[1], Path(argv[3]), overrides)

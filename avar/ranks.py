@@ -42,6 +42,8 @@ def start(device: torch.device) -> None:
     """Join the stage's process group when several ranks run and none is set up yet (the
     trainers' arguments set one up themselves; inference stages call this)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL's collectives run on the rank's own GPU
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 

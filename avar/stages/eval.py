@@ -8,6 +8,7 @@ per benchmark its numbers; the per-sample answers of each model go beside it, un
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,22 +55,25 @@ def run(params: Params) -> EvalResult:
     device = resolve_device(params.model.device)
     ranks.start(device)  # several ranks: each answers its share, all get every row
     out = Path(cfg.metrics)
-    rows, reports = {}, {}
-    for stage, folder in models.items():
-        request = EvalRequest(folder, cfg.benches, cfg.data_dir, cfg.limit, "", cfg.vas)
-        reports[f"{stage}.json"] = report = evaluate(request, params)
-        rows[stage] = summary(report)
-        if cfg.intervene:
-            request.intervene = cfg.intervene
-            reports[f"{stage}-intervened.json"] = steered = evaluate(request, params)
-            rows[stage]["intervened"] = summary(steered)
-    topology = ranks.topology(device)
+    rows = {}
+    # the per-sample answers appear whole, this run's only: a killed run leaves the last
+    # complete folder, never a mix of two runs (rank 0 writes; every rank answers)
+    folder = atomic_dir(out.parent / "eval") if ranks.is_main() else nullcontext(None)
+    with folder as answers:
+        for stage, model in models.items():
+            request = EvalRequest(model, cfg.benches, cfg.data_dir, cfg.limit, "", cfg.vas)
+            report = evaluate(request, params)
+            if answers is not None:
+                write_json(answers / f"{stage}.json", report)
+            rows[stage] = summary(report)
+            if cfg.intervene:
+                request.intervene = cfg.intervene
+                steered = evaluate(request, params)
+                if answers is not None:
+                    write_json(answers / f"{stage}-intervened.json", steered)
+                rows[stage]["intervened"] = summary(steered)
+        topology = ranks.topology(device)
     if ranks.is_main():
-        # the per-sample answers appear whole, this run's only: a killed run leaves the
-        # last complete folder, never a mix of two runs
-        with atomic_dir(out.parent / "eval") as answers:
-            for name, report in reports.items():
-                write_json(answers / name, report)
         report = {"benches": cfg.benches, "intervention": cfg.intervene, "models": rows}
         write_json(out, {**report, "launch": topology})
     return EvalResult(str(out), rows)
