@@ -209,6 +209,9 @@ ray start --head --node-ip-address=127.0.0.1 --port={port} --num-cpus=1 \
 ray start --address=127.0.0.1:{port} --node-ip-address=127.0.0.1 --num-cpus=1 \
   --disable-usage-stats >{temp}/worker.log 2>&1
 "$@"
+# the same stage with a data file that is not there: a rank's error fails the stage
+"$@" -S sft_mm.data={temp}/missing.jsonl -S sft_mm.out_dir={temp}/none >{temp}/failed.log 2>&1 \
+  || echo $? >{temp}/failed.rc
 """
 
 
@@ -257,9 +260,13 @@ def test_two_ray_nodes_train_one_stage_with_a_rank_on_each(project, tmp_path):
             text=True,
             timeout=300,
         )
+        failed = Path(temp, "failed.log").read_text()
+        failed_rc = Path(temp, "failed.rc").read_text().strip()
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert failed_rc == "1", failed[-3000:]
+    assert "avar stage sft_mm failed on the Ray cluster" in failed and "missing.jsonl" in failed
     report = json.loads((tmp / "metrics/ray.json").read_text())
     assert report["launch"] == {
         "engine": "ray",

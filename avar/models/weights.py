@@ -10,6 +10,7 @@ it, never a warning: `load_state_dict(strict=False)` on unrenamed keys loads not
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -115,3 +116,37 @@ def load_saved_weights(model: torch.nn.Module, folder: str | Path) -> int:
             for key in handle.keys():
                 params[names[key]].copy_(handle.get_tensor(key))
     return len(names)
+
+
+SAMPLED_ABOVE = 256 << 20
+"""Weight files larger than this (bytes) are fingerprinted by samples, not read whole."""
+SAMPLE_BLOCKS = 64
+SAMPLE_BYTES = 1 << 20
+
+
+def weights_digest(path: str | Path, sampled_above: int | None = None) -> str:
+    """What a stage's resume fingerprint records of a starting weights file.
+
+    Up to `sampled_above` bytes: the sha256 of the whole file. Larger (a 7B model's 4 GB
+    shards): the sha256 of its size, its safetensors header (every tensor's name, dtype,
+    shape and offsets) and 64 blocks of 1 MiB spread evenly over the file, 64 MiB read
+    instead of all of it. Training changes nearly every byte of every tensor, so any
+    retrained or swapped model changes a sampled block; what it can miss is an edit
+    confined to the bytes between samples that keeps every shape (one tensor rewritten
+    in place, say)."""
+    path = Path(path)
+    size = path.stat().st_size
+    sampled_above = SAMPLED_ABOVE if sampled_above is None else sampled_above
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        if size <= sampled_above:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+            return digest.hexdigest()
+        digest.update(str(size).encode())
+        header = int.from_bytes(handle.read(8), "little")
+        digest.update(handle.read(min(header, size - 8)))
+        for i in range(SAMPLE_BLOCKS):
+            handle.seek((size - SAMPLE_BYTES) * i // (SAMPLE_BLOCKS - 1))
+            digest.update(handle.read(SAMPLE_BYTES))
+    return f"sampled:{digest.hexdigest()}"

@@ -24,6 +24,7 @@ from avar.config import Params
 from avar.config.schema import TrainConfig
 from avar.io import write_json
 from avar.models.loader import load_model, load_processor, resolve_device, resolve_dtype
+from avar.models.weights import weights_digest
 from avar.train.arguments import training_arguments
 from avar.train.checkpoints import TRAINER_STATE, publish_checkpoint, publish_model, resume_point
 from avar.train.grpo import GrpoObjective
@@ -78,7 +79,8 @@ class StagePlan:
 def fingerprint(plan: StagePlan, world_size: int = 1) -> dict:
     """What the checkpoints depend on: the stage's params, the number of ranks (they make
     the global batch), the content of its data file and of the weights it starts from (a
-    re-curated set, a retrained base or another rank count starts afresh)."""
+    re-curated set, a retrained base or another rank count starts afresh). Large weight
+    files are fingerprinted by samples (avar.models.weights.weights_digest)."""
     section = {k: v for k, v in asdict(plan.cfg).items() if k not in NOT_FINGERPRINTED}
     data = getattr(plan.cfg, "data", "")
     weights = sorted(Path(plan.model_dir).glob("*.safetensors"))
@@ -88,7 +90,7 @@ def fingerprint(plan: StagePlan, world_size: int = 1) -> dict:
         **({"world_size": world_size} if world_size > 1 else {}),
         "init": str(plan.model_dir),
         "data_sha256": file_digest(data) if data and Path(data).is_file() else None,
-        "init_sha256": {p.name: file_digest(p) for p in weights},
+        "init_sha256": {p.name: weights_digest(p) for p in weights},
     }
 
 
