@@ -203,3 +203,29 @@ def test_saved_weights_load_back_exactly(project, tmp_path):
     assert_same_weights(model.state_dict(), fresh.state_dict())
     head, embed = fresh.lm_head.weight, fresh.model.language_model.embed_tokens.weight
     assert head.data_ptr() == embed.data_ptr()
+
+
+def test_pruned_checkpoints_keep_every_score_and_the_stage_resumes(project):
+    """save_total_limit 2: two checkpoint folders left on disk, every checkpoint's row in
+    the metrics file, and a killed run resumes from the newest kept."""
+    tmp = project
+    run = [
+        "sft_mm.init_from=base",
+        "sft_mm.max_steps=8",
+        "sft_mm.save_steps=2",
+        "sft_mm.batch_size=2",
+        "sft_mm.save_total_limit=2",
+        "checkpoint_eval.limit=2",
+        *outputs(tmp, "sft_mm", "pruned"),
+    ]
+    folder = tmp / "checkpoints/pruned"
+    process = avar_stage(tmp, "sft_mm", run)
+    kill_after(process, folder / "checkpoint-6")
+    kept = sorted(p.name for p in folder.glob("checkpoint-*"))
+    # the kill can land between writing checkpoint-6 and pruning the oldest
+    assert "checkpoint-4" in kept and len(kept) <= 3, kept
+    resumed_from = last_step(folder)
+    output = finish(avar_stage(tmp, "sft_mm", run))
+    assert "resuming from" in output and f"checkpoint-{resumed_from}" in output, output[-2000:]
+    assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]
+    assert [row["step"] for row in rows(tmp, "pruned")] == [2, 4, 6, 8]

@@ -54,7 +54,9 @@ def test_stage_run_nests_under_the_pipeline_with_checkpoint_models(params, tmp_p
     history = [{"step": 1, "loss": 2.0}, {"step": 3, "loss": 1.2}]
     metrics = tmp_path / params.sft_mm.metrics
     metrics.parent.mkdir(parents=True)
-    metrics.write_text(json.dumps({"stage": "sft_mm", "checkpoints": rows, "history": history}))
+    launch = {"engine": "torchrun", "world_size": 2, "nodes": 1, "devices": ["cuda:0", "cuda:1"]}
+    report = {"stage": "sft_mm", "checkpoints": rows, "history": history, "launch": launch}
+    metrics.write_text(json.dumps(report))
     parent = runs.start_pipeline(params, tmp_path)
     child = runs.log_stage(params, STAGES["sft_mm"], parent, tmp_path, cached=True)
     client = mlflow.MlflowClient()
@@ -72,6 +74,10 @@ def test_stage_run_nests_under_the_pipeline_with_checkpoint_models(params, tmp_p
     assert set(by_name) == {"sft_mm-checkpoint-2", "sft_mm-checkpoint-4"}
     final = by_name["sft_mm-checkpoint-4"]
     assert final.tags["avar.final"] == "true" and final.tags["avar.path"] == "models/sft_mm"
+    pruned = by_name["sft_mm-checkpoint-2"].tags  # no checkpoint folder in tmp_path
+    assert pruned["avar.path"].endswith("checkpoint-2") and pruned["avar.on_disk"] == "false"
+    assert run.data.params["launch.world_size"] == "2"
+    assert run.data.params["launch.devices"] == "cuda:0,cuda:1"
     assert {m.key: m.value for m in final.metrics} == {"heldout/accuracy": 0.5, "train/loss": 1.0}
     assert client.get_run(parent).data.params["rl.lambda_visual"] == str(params.rl.lambda_visual)
 

@@ -116,6 +116,10 @@ class TrainConfig:
     """Gradient accumulation steps."""
     save_steps: int = 50
     """Save a checkpoint (and measure its VAS and accuracy) every N steps."""
+    save_total_limit: int = 0
+    """Keep only the newest N checkpoints on disk (a 7B checkpoint with its optimizer
+    state is about 100 GB); 0 keeps all. The metrics file and MLflow keep every
+    checkpoint's scores either way, and a stage resumes from the newest one kept."""
     log_steps: int = 10
     """Log the losses every N steps."""
     resume: Literal["auto", "never"] = "auto"
@@ -134,6 +138,12 @@ class TrainConfig:
             value = getattr(self, name)
             _require(value >= 1, f"{key}.{name}", "an int >= 1", value)
         _require(self.learning_rate > 0, f"{key}.learning_rate", "a float > 0", self.learning_rate)
+        _require(
+            self.save_total_limit >= 0,
+            f"{key}.save_total_limit",
+            "an int >= 0 (0 keeps every checkpoint)",
+            self.save_total_limit,
+        )
         _require(0 <= self.warmup < 1, f"{key}.warmup", "a float in [0, 1)", self.warmup)
 
 

@@ -178,7 +178,7 @@ def log_stage(
             mlflow_client.log_batch(run_id, metrics=metrics[start : start + 1000])
         mlflow_client.log_artifact(run_id, str(path), "metrics")
         if stage.trains:
-            log_checkpoints(mlflow_client, run, stage.name, section, report)
+            log_checkpoints(mlflow_client, run, stage.name, section, report, workspace)
         if stage.plots:
             for png in sorted((path.parent / "plots").glob("*.png")):
                 mlflow_client.log_artifact(run_id, str(png), "plots")
@@ -186,14 +186,16 @@ def log_stage(
     return run_id
 
 
-def log_checkpoints(mlflow_client, run, stage: str, section, report: dict) -> None:
-    """One LoggedModel per checkpoint row, its scores logged against it with the step."""
+def log_checkpoints(mlflow_client, run, stage: str, section, report: dict, workspace: Path) -> None:
+    """One LoggedModel per checkpoint row, its scores logged against it with the step;
+    `avar.on_disk` says whether its folder is still there (`save_total_limit` prunes)."""
     from mlflow.entities import Metric
 
     rows = report.get("checkpoints", [])
     for row in rows:
         step = row["step"]
         final = row is rows[-1]
+        path = section.out_dir if final else f"{section.checkpoint_dir}/checkpoint-{step}"
         model = mlflow_client.create_logged_model(
             experiment_id=run.info.experiment_id,
             name=f"{stage}-checkpoint-{step}",
@@ -202,9 +204,8 @@ def log_checkpoints(mlflow_client, run, stage: str, section, report: dict) -> No
                 "avar.stage": stage,
                 "avar.step": str(step),
                 "avar.final": str(final).lower(),
-                "avar.path": section.out_dir
-                if final
-                else f"{section.checkpoint_dir}/checkpoint-{step}",
+                "avar.path": path,
+                "avar.on_disk": str(final or Path(workspace, path).is_dir()).lower(),
             },
             model_type="avar-checkpoint",
         )

@@ -29,7 +29,8 @@ def deepspeed_config(value: str) -> str | None:
 def training_arguments(
     cfg: TrainConfig, device: str, dtype: torch.dtype, sampling: str = "random"
 ) -> TrainingArguments:
-    """Arguments for HF Trainer: checkpoints every `save_steps` in `checkpoint_dir`, all kept.
+    """Arguments for HF Trainer: checkpoints every `save_steps` in `checkpoint_dir`, the
+    newest `save_total_limit` kept (all when 0).
 
     `sampling="sequential"` feeds the data in order (a curriculum).
 
@@ -48,6 +49,7 @@ def training_arguments(
         max_grad_norm=1.0,
         save_strategy="steps",
         save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit or None,
         logging_steps=cfg.log_steps,
         logging_first_step=True,
         report_to="none",
