@@ -50,6 +50,11 @@ def training_arguments(
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit or None,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        # non-reentrant: works with the probe rerun, DDP's unused-parameter search (the
+        # vision tower of a text-only stage) and inputs that need no grad
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        ddp_find_unused_parameters=True,
         logging_steps=cfg.log_steps,
         logging_first_step=True,
         report_to="none",

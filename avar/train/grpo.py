@@ -24,13 +24,12 @@ from dataclasses import dataclass
 import torch
 from trl.models.utils import unwrap_model_for_generation
 
-from avar.attention.probe import mass_probe
 from avar.config.schema import RlConfig
 from avar.generate import vision_token_ids
 from avar.rewards import VisualAnchoredReward
 from avar.segments import Segment, encode_batch, model_inputs
 from avar.train.checkpoints import ExactResume
-from avar.train.sft import LoggedStats
+from avar.train.sft import LoggedStats, ProbesThroughBackward
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -92,7 +91,7 @@ class GrpoObjective:
         )
 
 
-class GrpoTrainer(LoggedStats, ExactResume):
+class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
     """Trainer whose batches are prompts (records) and whose loss is GRPO's."""
 
     loss_is_scaled_for_ga = False
@@ -162,8 +161,7 @@ class GrpoTrainer(LoggedStats, ExactResume):
         records = inputs
         batch, texts = self.rollout(model, records)
         segments = batch.pop("segment_ids")
-        core = self.accelerator.unwrap_model(model)
-        with mass_probe(core, segments, "response", self.objective.reward.layers) as probe:
+        with self.probing(model, segments, self.objective.reward.layers) as probe:
             logits = model(**batch).logits
         logps = token_logps(logits, batch["input_ids"])  # [N, T-1]
         masses = probe.masses().detach()

@@ -31,7 +31,14 @@ from avar.train.grpo import GrpoObjective
 from avar.train.scoring import ScoreCheckpoints, ScoreSet, score
 
 log = logging.getLogger(__name__)
-NOT_FINGERPRINTED = ("resume", "log_steps", "metrics", "out_dir", "save_total_limit")
+NOT_FINGERPRINTED = (
+    "resume",
+    "log_steps",
+    "metrics",
+    "out_dir",
+    "save_total_limit",
+    "gradient_checkpointing",  # the same gradients, to float rounding
+)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from contextlib import ExitStack, contextmanager
 
 from transformers import Trainer
 
@@ -35,7 +36,39 @@ class LoggedStats(Trainer):
         super().log(logs, start_time)
 
 
-class AvarTrainer(LoggedStats, ExactResume):
+class ProbesThroughBackward(Trainer):
+    """Trainer mixin: a mass probe opened in `compute_loss` (`self.probing(...)`) stays
+    attached until `training_step`'s backward pass is done.
+
+    With activation checkpointing (`gradient_checkpointing`) each decoder layer runs its
+    forward again during backward to rebuild what it saved; the probe's computation was
+    part of that forward, so it must run in the rerun too, or torch's checkpoint finds
+    fewer saved tensors and stops. Outside training (no backward) the probe detaches at
+    the end of the block."""
+
+    _probes: ExitStack | None = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        with ExitStack() as probes:
+            self._probes = probes
+            try:
+                return super().training_step(model, inputs, num_items_in_batch)
+            finally:
+                self._probes = None
+
+    @contextmanager
+    def probing(self, model, segment_ids, layers: str):
+        """`mass_probe` of the response tokens on the unwrapped `model`, for one forward."""
+        core = self.accelerator.unwrap_model(model)
+        probe = mass_probe(core, segment_ids, "response", layers)
+        if self._probes is None:
+            with probe as attached:
+                yield attached
+        else:
+            yield self._probes.enter_context(probe)
+
+
+class AvarTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
     """HF Trainer whose loss adds the attention terms; every component is logged."""
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
@@ -51,8 +84,7 @@ class AvarTrainer(LoggedStats, ExactResume):
             outputs = model(**inputs)
             self._stats["loss_lm"].append(outputs.loss.item())
             return (outputs.loss, outputs) if return_outputs else outputs.loss
-        core = self.accelerator.unwrap_model(model)
-        with mass_probe(core, segment_ids, "response", self.objective.layers) as probe:
+        with self.probing(model, segment_ids, self.objective.layers) as probe:
             outputs = model(**inputs)
         loss, stats = self.objective(outputs.loss, probe.masses(), segment_ids)
         for name, value in stats.items():
