@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -127,3 +128,24 @@ def last_step(checkpoints: Path) -> int:
     """The newest complete checkpoint's step."""
     saved = checkpoints.glob("checkpoint-*/trainer_state.json")
     return max(int(p.parent.name.split("-")[1]) for p in saved)
+
+
+RESUMABLE_SFT_MM = [
+    "sft_mm.init_from=base",
+    "sft_mm.max_steps=12",
+    "sft_mm.save_steps=3",
+    "sft_mm.batch_size=2",
+    "sft_mm.log_steps=1",
+    "checkpoint_eval.limit=2",
+]
+"""A 12-step sft_mm with a checkpoint every 3 steps: room to kill it after one and resume."""
+
+
+def wait_for_checkpoint(process, checkpoint: Path, timeout: float = 240) -> None:
+    """Until `checkpoint` is complete (its trainer_state.json written), while the stage
+    runs; the caller keeps draining its output (a full pipe would block the stage)."""
+    deadline = time.monotonic() + timeout
+    state = checkpoint / "trainer_state.json"
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert state.exists() and process.poll() is None, "the stage ended or hung before the kill"

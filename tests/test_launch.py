@@ -10,13 +10,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 import torch
 from stage_runs import (
+    RESUMABLE_SFT_MM,
     ROOT,
     assert_same_weights,
     avar_stage,
@@ -27,6 +27,7 @@ from stage_runs import (
     outputs,
     rows,
     small_overrides,
+    wait_for_checkpoint,
     weights,
 )
 
@@ -148,15 +149,7 @@ def test_checkpoint_scoring_on_two_ranks_gives_one_ranks_row(project, tmp_path):
     assert len(json.loads(one.read_text())["answers"]) == 6
 
 
-SFT_MM = [
-    "sft_mm.init_from=base",
-    "sft_mm.max_steps=12",
-    "sft_mm.save_steps=3",
-    "sft_mm.batch_size=2",
-    "sft_mm.log_steps=1",
-    "checkpoint_eval.limit=2",
-    "launch.stages.sft_mm.nproc_per_node=2",
-]
+SFT_MM = [*RESUMABLE_SFT_MM, "launch.stages.sft_mm.nproc_per_node=2"]
 
 
 def kill_rank(process, rank: int, checkpoint: Path, timeout: float = 240) -> str:
@@ -164,11 +157,7 @@ def kill_rank(process, rank: int, checkpoint: Path, timeout: float = 240) -> str
     lines: list[str] = []
     drain = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
     drain.start()
-    deadline = time.monotonic() + timeout
-    state = checkpoint / "trainer_state.json"
-    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert state.exists() and process.poll() is None, "the stage ended or hung before the kill"
+    wait_for_checkpoint(process, checkpoint, timeout)
     (victim,) = [
         child
         for child in psutil.Process(process.pid).children(recursive=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -16,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from stage_runs import (
+    RESUMABLE_SFT_MM,
     assert_same_weights,
     avar_stage,
     finish,
@@ -23,6 +23,7 @@ from stage_runs import (
     new_project,
     outputs,
     rows,
+    wait_for_checkpoint,
     weights,
 )
 
@@ -43,11 +44,7 @@ def kill_after(process, checkpoint: Path, timeout: float = 240) -> None:
     # keep reading its output: a full pipe would block the stage before it gets there
     drain = threading.Thread(target=process.stdout.read, daemon=True)
     drain.start()
-    deadline = time.monotonic() + timeout
-    state = checkpoint / "trainer_state.json"
-    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert state.exists() and process.poll() is None, "the stage ended or hung before the kill"
+    wait_for_checkpoint(process, checkpoint, timeout)
     tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     for member in tree:
         member.kill()
@@ -81,14 +78,7 @@ def check_kill_and_resume(tmp, stage, run, kill_at, launchers=((), (), ())) -> N
     assert rows(tmp, killed) == rows(tmp, ref)
 
 
-SFT_MM = [
-    "sft_mm.init_from=base",
-    "sft_mm.max_steps=12",
-    "sft_mm.save_steps=3",
-    "sft_mm.batch_size=2",
-    "sft_mm.log_steps=1",
-    "checkpoint_eval.limit=2",
-]
+SFT_MM = RESUMABLE_SFT_MM
 
 
 def test_killed_sft_mm_resumes_to_the_uninterrupted_weights(project):
