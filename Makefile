@@ -27,6 +27,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/attention_mass.py
 	$(BIN)/python bench/visual_reward.py
+	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/ranks.py
 
 # The formatter, the linter, the package layers (pyproject.toml) and the type checker.
 lint: $(STAMP)
