@@ -329,6 +329,54 @@ def stage(
             launch.run_here(name, params, overrides or [])
 
 
+@app.command("plan")
+@friendly_errors
+def plan_command(
+    stage: Annotated[str, typer.Argument(help="A training stage: its section's settings.")],
+    model: Annotated[str, typer.Option(help="Folder or hub id (default: the stage's start).")] = "",
+    gpu_gb: Annotated[float, typer.Option(help="Memory of one GPU, GB.")] = 80.0,
+    gpus_per_node: Annotated[int, typer.Option(help="0: the stage's launch ranks.")] = 0,
+    nodes: Annotated[int, typer.Option(help="0: the stage's launch nodes.")] = 0,
+    seq_len: Annotated[int, typer.Option(help="Tokens of the longest sequence.")] = 4096,
+    image_tokens: Annotated[int, typer.Option(help="Image tokens among them.")] = 1024,
+    params: ParamsFile = Path("params.yaml"),
+    overrides: Overrides = None,
+) -> None:
+    """Whether a training stage fits on the GPUs: per-GPU memory of weights, gradients,
+    optimizer state and activations, from the model's config.json alone (exit 1: no)."""
+    from avar import launch
+    from avar.stages import TRAINING_STAGES
+    from avar.train.arguments import zero_settings
+    from avar.train.plan import Setup, estimate, load_config
+
+    if stage not in TRAINING_STAGES:
+        raise ValueError(
+            f"stage {stage!r}: expected a training stage: {', '.join(TRAINING_STAGES)}"
+        )
+    cfg = load_params(params, overrides)
+    section = getattr(cfg, stage)
+    ranks = launch.plan(cfg, stage)
+    zero, offload = zero_settings(section.deepspeed)
+    setup = Setup(
+        zero=zero,
+        offload_optimizer=offload,
+        gradient_checkpointing=section.gradient_checkpointing,
+        seq_len=seq_len,
+        image_tokens=image_tokens,
+        micro_batch=section.batch_size,
+        gpus_per_node=gpus_per_node or ranks.nproc_per_node,
+        nodes=nodes or ranks.nnodes,
+        gpu_gb=gpu_gb,
+    )
+    name = model or cfg.model.name_or_path
+    if name in ("tiny", "small"):
+        name = cfg.model.init_dir
+    result = estimate(load_config(name), setup)
+    print("\n".join([f"{stage} on {name}", *result.lines()]))
+    if not result.fits:
+        raise typer.Exit(1)
+
+
 @app.command("reevaluate")
 @friendly_errors
 def reevaluate_command(

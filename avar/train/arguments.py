@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def deepspeed_config(value: str) -> str | None:
             f"DeepSpeed config {value!r} not found: use zero2, zero3 or a path to a json file"
         )
     return value
+
+
+def zero_settings(value: str) -> tuple[int, bool]:
+    """(ZeRO stage, optimizer offloaded to CPU) of a stage's `deepspeed` setting (0: none)."""
+    path = deepspeed_config(value)
+    if path is None:
+        return 0, False
+    zero = json.loads(Path(path).read_text()).get("zero_optimization", {})
+    offload = zero.get("offload_optimizer", {}).get("device", "none") not in ("none", None)
+    return int(zero.get("stage", 0)), offload
 
 
 def training_arguments(

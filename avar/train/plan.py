@@ -1,0 +1,167 @@
+"""`avar plan`: whether a training stage's settings fit on the GPUs, before it runs.
+
+Reads the model's config.json only (a local folder, or a hub id's config when the hub is
+reachable), builds the model on the meta device (no weights) to count its parameters, and
+estimates the memory of one GPU, in four parts:
+
+- weights, gradients and optimizer state, as DeepSpeed lays them out (bf16 mixed
+  precision, Adam): ZeRO-3 keeps 2 B/param of weights, 4 B of fp32 gradients and 12 B of
+  fp32 master weights and moments per parameter, each divided over the ranks, plus the
+  largest layer gathered whole (4 B/param); ZeRO-2 keeps the bf16 weights whole and
+  divides the rest; offloading the optimizer moves the divided part to CPU memory. These
+  equal DeepSpeed's own estimators (`estimate_zero{2,3}_model_states_mem_needs`). Without
+  DeepSpeed (plain data parallel) every rank holds fp32 weights, fp32 gradients and Adam's
+  two moments: 16 B/param.
+- activations of one micro-batch of `seq_len` tokens: per decoder layer the inputs of its
+  norms, projections and SwiGLU (about 2·(8·hidden + 4·intermediate + 2·kv) bytes a token
+  in bf16, attention scores not stored: SDPA/flash recompute them), the vision tower's
+  layers over the image patches (4 per image token), and the logits (8 B a token per
+  vocabulary entry: bf16 logits and the fp32 loss's softmax). With activation
+  checkpointing only each layer's input is kept, plus one layer's full activations.
+
+It is an estimate of what the model needs, not of what the allocator does: leave room
+(`headroom`, 10% by default) for fragmentation, CUDA context and NCCL buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GB = 1e9
+
+
+@dataclass
+class Setup:
+    """The settings an estimate is for."""
+
+    zero: int = 0
+    """DeepSpeed ZeRO stage (0: no DeepSpeed, plain data parallel)."""
+    offload_optimizer: bool = False
+    gradient_checkpointing: bool = False
+    seq_len: int = 4096
+    image_tokens: int = 1024
+    micro_batch: int = 1
+    gpus_per_node: int = 1
+    nodes: int = 1
+    gpu_gb: float = 80.0
+    headroom: float = 0.10
+    """Share of the GPU's memory left for the allocator, CUDA context and NCCL."""
+
+    @property
+    def ranks(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+
+@dataclass
+class Estimate:
+    """Per-GPU memory in bytes, by part."""
+
+    params: int
+    largest_layer: int
+    setup: Setup
+    parts: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return sum(self.parts.values())
+
+    @property
+    def budget(self) -> float:
+        return self.setup.gpu_gb * GB * (1 - self.setup.headroom)
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.budget
+
+    def lines(self) -> list[str]:
+        s = self.setup
+        how = f"ZeRO-{s.zero}" if s.zero else "no DeepSpeed (data parallel)"
+        if s.offload_optimizer:
+            how += ", optimizer offloaded to CPU"
+        if s.gradient_checkpointing:
+            how += ", activation checkpointing"
+        rows = [
+            f"{self.params / 1e9:.2f} B parameters; {how}; {s.ranks} GPU(s) "
+            f"({s.gpus_per_node} per node x {s.nodes}); micro-batch {s.micro_batch} x "
+            f"{s.seq_len} tokens ({s.image_tokens} image)",
+            *(f"  {name:<12} {value / GB:8.1f} GB" for name, value in self.parts.items()),
+            f"  {'total':<12} {self.total / GB:8.1f} GB per GPU, of "
+            f"{self.budget / GB:.1f} GB usable ({s.gpu_gb:g} GB less {s.headroom:.0%})",
+        ]
+        if self.fits:
+            rows.append("fits")
+        else:
+            largest = max(self.parts, key=lambda k: self.parts[k])
+            rows.append(
+                f"does not fit: {self.total / GB:.1f} GB needed, {self.budget / GB:.1f} GB "
+                f"usable; the largest part is {largest} ({self.parts[largest] / GB:.1f} GB)"
+            )
+        return rows
+
+
+def model_states(params: int, largest_layer: int, setup: Setup) -> dict[str, float]:
+    """Weights, gradients and optimizer state per GPU (bytes), as DeepSpeed counts them."""
+    n = setup.ranks
+    if setup.zero == 3:
+        weights = 2 * params / n + 4 * largest_layer
+    elif setup.zero == 2:
+        weights = 2 * params
+    else:
+        return {"weights": 4 * params, "gradients": 4 * params, "optimizer": 8 * params}
+    gradients = 0.0 if setup.offload_optimizer else 4 * params / n
+    if setup.zero == 2 and not setup.offload_optimizer:
+        gradients += 2 * params / n  # ZeRO-2 also keeps the bf16 gradient partition
+    optimizer = 0.0 if setup.offload_optimizer else 12 * params / n
+    return {"weights": weights, "gradients": gradients, "optimizer": optimizer}
+
+
+def activations(config, setup: Setup, bytes_per_value: int = 2) -> float:
+    """Activation memory of one micro-batch (bytes); see the module docstring."""
+    text, vision = config.text_config, config.vision_config
+    tokens = setup.seq_len * setup.micro_batch
+    kv = text.hidden_size // text.num_attention_heads * text.num_key_value_heads
+    per_token_layer = 8 * text.hidden_size + 4 * text.intermediate_size + 2 * kv
+    patches = 4 * setup.image_tokens * setup.micro_batch
+    per_patch_layer = 8 * vision.hidden_size + 4 * vision.intermediate_size
+    layers = text.num_hidden_layers
+    if setup.gradient_checkpointing:
+        kept = tokens * text.hidden_size * layers + patches * vision.hidden_size * vision.depth
+        one_layer = tokens * per_token_layer
+        values = kept + one_layer
+    else:
+        values = tokens * per_token_layer * layers + patches * per_patch_layer * vision.depth
+    logits = tokens * text.vocab_size * 8
+    return values * bytes_per_value + logits
+
+
+def count(config) -> tuple[int, int]:
+    """(parameters, largest single module's own parameters) of the model `config` builds,
+    on the meta device: no memory, no weights."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    params = sum(p.numel() for p in model.parameters())
+    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+    return params, largest
+
+
+def load_config(name_or_path: str):
+    """The model's config: a folder's config.json, or a hub id's (downloads that file only)."""
+    from transformers import AutoConfig
+
+    from avar.models.loader import looks_local
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except OSError as err:
+        where = "folder" if looks_local(name_or_path) else "hub id (is the hub reachable?)"
+        raise FileNotFoundError(f"{name_or_path}: no config.json for this {where}: {err}") from None
+
+
+def estimate(config, setup: Setup) -> Estimate:
+    params, largest = count(config)
+    parts = model_states(params, largest, setup)
+    parts["activations"] = activations(config, setup)
+    return Estimate(params, largest, setup, parts)

@@ -1,0 +1,90 @@
+"""`avar plan` on Qwen2.5-VL-7B's config.json (tests/fixtures: the public file, no weights):
+the parameter count, model states equal to DeepSpeed's own estimators, and the verdicts a
+user gets for ZeRO-3 on 8x80 GB and for full fine-tuning on one 80 GB GPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+from avar.train.plan import Setup, count, estimate, load_config, model_states
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN_7B = ROOT / "tests/fixtures/qwen2_5_vl_7b"
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    config = load_config(str(QWEN_7B))
+    return config, *count(config)
+
+
+def test_qwen_7b_counts_8_29_billion_parameters_on_the_meta_device(qwen):
+    _, params, largest = qwen
+    assert params == 8_292_166_656
+    assert largest == 152064 * 3584  # the token embedding (untied from the LM head)
+
+
+@pytest.mark.parametrize("ranks", [1, 8, 16])
+@pytest.mark.parametrize("offload", [False, True])
+def test_model_states_equal_deepspeeds_estimators(qwen, ranks, offload):
+    _, params, largest = qwen
+    setup = dict(gpus_per_node=min(ranks, 8), nodes=max(1, ranks // 8), offload_optimizer=offload)
+    ours = sum(model_states(params, largest, Setup(zero=3, **setup)).values())
+    _, theirs, _ = estimate_zero3_model_states_mem_needs(
+        params, largest, setup["gpus_per_node"], setup["nodes"], offload, False
+    )
+    assert ours == pytest.approx(theirs, rel=1e-6)
+    ours = sum(model_states(params, largest, Setup(zero=2, **setup)).values())
+    _, theirs = estimate_zero2_model_states_mem_needs(
+        params, setup["gpus_per_node"], setup["nodes"], offload
+    )
+    assert ours == pytest.approx(theirs, rel=1e-6)
+
+
+def test_plain_data_parallel_keeps_16_bytes_a_parameter(qwen):
+    _, params, largest = qwen
+    assert sum(model_states(params, largest, Setup(zero=0)).values()) == 16 * params
+
+
+def test_activation_checkpointing_keeps_less_than_a_quarter(qwen):
+    config = qwen[0]
+    full = estimate(config, Setup(zero=3, gpus_per_node=8)).parts["activations"]
+    kept = estimate(config, Setup(zero=3, gpus_per_node=8, gradient_checkpointing=True))
+    assert kept.parts["activations"] < full / 4
+
+
+def plan(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "avar.cli", "plan", "sft_mm", "--model", str(QWEN_7B)]
+    return subprocess.run(
+        [*command, "--params", str(ROOT / "params.yaml"), *args, "-S", "sft_mm.batch_size=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_zero3_on_8_h100_fits_and_full_fine_tuning_on_one_does_not():
+    fits = plan("-S", "sft_mm.deepspeed=zero3", "--gpus-per-node", "8", "--gpu-gb", "80")
+    assert fits.returncode == 0, fits.stdout + fits.stderr
+    assert "ZeRO-3; 8 GPU(s)" in fits.stdout and fits.stdout.rstrip().endswith("fits")
+    single = plan("--gpus-per-node", "1", "--gpu-gb", "80")
+    assert single.returncode == 1
+    lines = single.stdout.splitlines()
+    assert "  optimizer        66.3 GB" in lines  # Adam's fp32 moments: 8 B x 8.29 B params
+    assert lines[-1].startswith("does not fit: 168.1 GB needed, 72.0 GB usable")
+
+
+def test_a_stage_that_does_not_train_is_named_and_refused():
+    done = subprocess.run(
+        [sys.executable, "-m", "avar.cli", "plan", "eval", "--params", str(ROOT / "params.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "expected a training stage: base" in done.stderr
