@@ -333,7 +333,7 @@ def stage(
 @friendly_errors
 def plan_command(
     stage: Annotated[str, typer.Argument(help="A training stage: its section's settings.")],
-    model: Annotated[str, typer.Option(help="Folder or hub id (default: the stage's start).")] = "",
+    model: Annotated[str, typer.Option(help="Folder or hub id (default: model.name_or_path).")] = "",
     gpu_gb: Annotated[float, typer.Option(help="Memory of one GPU, GB.")] = 80.0,
     gpus_per_node: Annotated[int, typer.Option(help="0: the stage's launch ranks.")] = 0,
     nodes: Annotated[int, typer.Option(help="0: the stage's launch nodes.")] = 0,
@@ -346,28 +346,15 @@ def plan_command(
     optimizer state and activations, from the model's config.json alone (exit 1: no)."""
     from avar import launch
     from avar.stages import TRAINING_STAGES
-    from avar.train.arguments import zero_settings
-    from avar.train.plan import Setup, estimate, load_config
+    from avar.train.plan import estimate, load_config, stage_setup
 
     if stage not in TRAINING_STAGES:
-        raise ValueError(
-            f"stage {stage!r}: expected a training stage: {', '.join(TRAINING_STAGES)}"
-        )
+        expected = ", ".join(TRAINING_STAGES)
+        raise ValueError(f"stage {stage!r}: expected a training stage: {expected}")
     cfg = load_params(params, overrides)
-    section = getattr(cfg, stage)
     ranks = launch.plan(cfg, stage)
-    zero, offload = zero_settings(section.deepspeed)
-    setup = Setup(
-        zero=zero,
-        offload_optimizer=offload,
-        gradient_checkpointing=section.gradient_checkpointing,
-        seq_len=seq_len,
-        image_tokens=image_tokens,
-        micro_batch=section.batch_size,
-        gpus_per_node=gpus_per_node or ranks.nproc_per_node,
-        nodes=nodes or ranks.nnodes,
-        gpu_gb=gpu_gb,
-    )
+    where = (gpus_per_node or ranks.nproc_per_node, nodes or ranks.nnodes)
+    setup = stage_setup(getattr(cfg, stage), where, seq_len, image_tokens, gpu_gb)
     name = model or cfg.model.name_or_path
     if name in ("tiny", "small"):
         name = cfg.model.init_dir

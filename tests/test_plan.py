@@ -88,3 +88,32 @@ def test_a_stage_that_does_not_train_is_named_and_refused():
         timeout=60,
     )
     assert done.returncode == 1 and "expected a training stage: base" in done.stderr
+
+
+def test_a_stage_that_would_not_fit_stops_with_the_plan(qwen):
+    from avar.config.schema import SftMmConfig
+    from avar.train.plan import DoesNotFit, require_fit, stage_setup
+
+    config = qwen[0]
+    section = SftMmConfig(deepspeed="zero3", batch_size=1)
+    assert require_fit("sft_mm", config, stage_setup(section, (8, 1), 4096, 1024, 80.0)).fits
+    with pytest.raises(DoesNotFit) as err:
+        require_fit("sft_mm", config, stage_setup(section, (1, 1), 4096, 1024, 24.0))
+    message = str(err.value)
+    assert message.startswith("sft_mm would not fit in GPU memory (run `avar plan sft_mm`")
+    assert "ZeRO-3; 1 GPU(s)" in message and "does not fit" in message
+
+
+def test_the_stage_check_is_sized_by_its_longest_training_sequence(processor, visual_jsonl):
+    from avar.data import read_jsonl
+    from avar.segments import Segment
+    from avar.train.data import ChatDataset
+    from avar.train.plan import longest
+
+    records = read_jsonl(visual_jsonl)
+    dataset = ChatDataset.from_records(records, visual_jsonl.parent, processor, "You help.")
+    items = [dataset[i] for i in range(len(dataset))]
+    tokens, images = longest(dataset, int(Segment.IMAGE))
+    assert tokens == max(len(item.input_ids) for item in items)
+    assert 0 < images < tokens
+    assert longest([{"prompt": []}], int(Segment.IMAGE)) is None  # GRPO rows: not checked

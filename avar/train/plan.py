@@ -27,7 +27,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from avar.errors import UserError
+from avar.train.arguments import zero_settings
+
 GB = 1e9
+SAMPLED_ITEMS = 64
+"""A training stage sizes its check by the longest of its first 64 training sequences."""
+
+
+class DoesNotFit(UserError):
+    """A training stage's settings need more GPU memory than the GPU has."""
 
 
 @dataclass
@@ -165,3 +174,43 @@ def estimate(config, setup: Setup) -> Estimate:
     parts = model_states(params, largest, setup)
     parts["activations"] = activations(config, setup)
     return Estimate(params, largest, setup, parts)
+
+
+def stage_setup(section, ranks: tuple[int, int], seq_len: int, image_tokens: int, gpu_gb: float):
+    """The Setup of a training stage's section (`deepspeed`, `gradient_checkpointing`,
+    `batch_size`) on (GPUs per node, nodes)."""
+    zero, offload = zero_settings(section.deepspeed)
+    return Setup(
+        zero=zero,
+        offload_optimizer=offload,
+        gradient_checkpointing=section.gradient_checkpointing,
+        seq_len=seq_len,
+        image_tokens=image_tokens,
+        micro_batch=section.batch_size,
+        gpus_per_node=ranks[0],
+        nodes=ranks[1],
+        gpu_gb=gpu_gb,
+    )
+
+
+def longest(dataset, image_segment: int) -> tuple[int, int] | None:
+    """(tokens, image tokens) of the longest of the first SAMPLED_ITEMS encoded items, or
+    None when the items are not encoded sequences (GRPO's prompts)."""
+    sizes = []
+    for index in range(min(len(dataset), SAMPLED_ITEMS)):
+        item = dataset[index]
+        if not hasattr(item, "segment_ids"):
+            return None
+        sizes.append((len(item.input_ids), sum(s == image_segment for s in item.segment_ids)))
+    return max(sizes) if sizes else None
+
+
+def require_fit(name: str, config, setup: Setup) -> Estimate:
+    """The estimate, or DoesNotFit with `avar plan`'s lines when it does not fit."""
+    result = estimate(config, setup)
+    if not result.fits:
+        raise DoesNotFit(
+            f"{name} would not fit in GPU memory (run `avar plan {name}` to try settings):\n"
+            + "\n".join(result.lines())
+        )
+    return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -163,10 +164,13 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
         write_json(cfg.metrics, {"stage": plan.name, **summary, "checkpoints": rows})
 
     collator = plan.collator(processor) if plan.collator else None
+    dataset = plan.build_dataset(processor)
+    if device.type == "cuda" and not finished:
+        check_memory(plan, model.config, dataset, args)
     trainer = plan.trainer_class(
         model=model,
         args=args,
-        train_dataset=plan.build_dataset(processor),
+        train_dataset=dataset,
         data_collator=collator,
         processing_class=processor,
         callbacks=[
@@ -211,6 +215,24 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
         launch=topology,
     )
     return result
+
+
+def check_memory(plan: StagePlan, config, dataset, args) -> None:
+    """On a GPU, stop before training when `avar plan` says the stage does not fit, sized
+    by the longest of its first training sequences (GRPO's prompts are not checked)."""
+    import torch
+
+    from avar.segments import Segment
+    from avar.train.plan import GB, longest, require_fit, stage_setup
+
+    sizes = longest(dataset, int(Segment.IMAGE))
+    if sizes is None:
+        return
+    gpu_gb = torch.cuda.get_device_properties(args.device).total_memory / GB
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    setup = stage_setup(plan.cfg, (per_node, args.world_size // per_node), *sizes, gpu_gb)
+    result = require_fit(plan.name, config, setup)
+    log.info("%s: about %.1f GB per GPU of %.1f GB", plan.name, result.total / GB, gpu_gb)
 
 
 def _headline(row: dict) -> str:
