@@ -333,7 +333,7 @@ def stage(
 @friendly_errors
 def plan_command(
     stage: Annotated[str, typer.Argument(help="A training stage: its section's settings.")],
-    model: Annotated[str, typer.Option(help="Folder or hub id (default: model.name_or_path).")] = "",
+    model: Annotated[str, typer.Option(help="Folder or hub id (default: model).")] = "",
     gpu_gb: Annotated[float, typer.Option(help="Memory of one GPU, GB.")] = 80.0,
     gpus_per_node: Annotated[int, typer.Option(help="0: the stage's launch ranks.")] = 0,
     nodes: Annotated[int, typer.Option(help="0: the stage's launch nodes.")] = 0,

@@ -97,7 +97,8 @@ def launch(name: str, ranks: Ranks, params_file: Path, overrides: list[str], par
     log.info("%s: %d ranks (%s, %s)", name, ranks.world_size, ranks.engine, where)
     start = time.monotonic()
     if ranks.engine == "ray":
-        on_ray(name, ranks, argv, cfg, passed_env(params))
+        stage = {"stage": name, "params": str(params_file), "overrides": list(overrides)}
+        on_ray(name, ranks, stage, cfg, passed_env(params))
     else:
         on_torchrun(name, ranks, argv, cfg)
     log.info("%s: %d ranks finished in %.0f s", name, ranks.world_size, time.monotonic() - start)
@@ -171,7 +172,7 @@ def passed_env(params) -> dict[str, str]:
     return {k: os.environ[k] for k in names if k in os.environ}
 
 
-def on_ray(name: str, ranks: Ranks, argv: list[str], cfg, env: dict[str, str]) -> None:
+def on_ray(name: str, ranks: Ranks, stage: dict, cfg, env: dict[str, str]) -> None:
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -187,7 +188,7 @@ def on_ray(name: str, ranks: Ranks, argv: list[str], cfg, env: dict[str, str]) -
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     trainer = TorchTrainer(
         ray_rank,
-        train_loop_config={"workspace": str(workspace), "argv": argv},
+        train_loop_config={"workspace": str(workspace), **stage},
         scaling_config=ScalingConfig(num_workers=ranks.world_size, use_gpu=use_gpu),
         run_config=RunConfig(
             name=f"avar-{name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -220,6 +221,4 @@ def ray_rank(config: dict) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(ScrubFilter())
-    argv = config["argv"]
-    overrides = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-S"]
-    run_here(argv[1], Path(argv[3]), overrides)
+    run_here(config["stage"], Path(config["params"]), config["overrides"])

@@ -593,7 +593,8 @@ class LaunchConfig:
     `rdzv_endpoint`) or `ray` (Ray Train places the ranks on a running Ray cluster's nodes;
     the workspace must be shared by the nodes)."""
     nproc_per_node: str = "auto"
-    """Processes (ranks) per host: `auto` is one per visible GPU and one on a CPU host."""
+    """Processes (ranks) per host: `auto` is one per GPU visible where `avar stage` runs
+    and one on a CPU host (under Ray, whose GPUs are on other nodes, give a count)."""
     nnodes: int = 1
     """Hosts a stage spans."""
     rdzv_endpoint: str = ""
