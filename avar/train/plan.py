@@ -178,7 +178,8 @@ def estimate(config, setup: Setup) -> Estimate:
 
 def stage_setup(section, ranks: tuple[int, int], seq_len: int, image_tokens: int, gpu_gb: float):
     """The Setup of a training stage's section (`deepspeed`, `gradient_checkpointing`,
-    `batch_size`) on (GPUs per node, nodes)."""
+    `batch_size`; GRPO's forward holds `batch_size x group_size` sequences) on (GPUs per
+    node, nodes)."""
     zero, offload = zero_settings(section.deepspeed)
     return Setup(
         zero=zero,
@@ -186,7 +187,7 @@ def stage_setup(section, ranks: tuple[int, int], seq_len: int, image_tokens: int
         gradient_checkpointing=section.gradient_checkpointing,
         seq_len=seq_len,
         image_tokens=image_tokens,
-        micro_batch=section.batch_size,
+        micro_batch=section.batch_size * getattr(section, "group_size", 1),
         gpus_per_node=ranks[0],
         nodes=ranks[1],
         gpu_gb=gpu_gb,
