@@ -118,7 +118,7 @@ class TrainConfig:
     """Save a checkpoint (and measure its VAS and accuracy) every N steps."""
     gradient_checkpointing: bool = False
     """Activation checkpointing: keep only each decoder layer's inputs and run its forward
-    again during backward (less memory for long multimodal sequences, about a third more
+    again during backward (less memory for long multimodal sequences, one more forward of
     compute); the attention probe reruns with it, so losses and gradients are unchanged."""
     save_total_limit: int = 0
     """Keep only the newest N checkpoints on disk (a 7B checkpoint with its optimizer
