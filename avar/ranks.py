@@ -58,7 +58,7 @@ def chunks(n: int, size: int, shard: bool = True) -> list[range]:
 def gather(local: Sequence[T], n_chunks: int, shard: bool = True) -> list[T]:
     """Every rank's per-chunk results (`local`, in the order `chunks` gave them), put back
     in chunk order on every rank."""
-    rank, ranks = world() if shard else (0, 1)
+    ranks = world()[1] if shard else 1
     if ranks == 1:
         return list(local)
     every: list[list[T] | None] = [None] * ranks

@@ -82,6 +82,30 @@ def peak(device) -> int:
     return memory_kb()[1] * 1024
 
 
+def measure_run(run, device, what: str, repeats: int) -> dict:
+    """`{"peak_mb"}`: the memory one cold `run()` adds; or `{"time_s"}`: the median of
+    `repeats` warm runs after one warm-up (CUDA synchronised around each)."""
+    import torch
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if what == "memory":
+        base = reset_peak(device)
+        run()
+        return {"peak_mb": (peak(device) - base) / 2**20}
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        synchronize()
+        start = time.perf_counter()
+        run()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return {"time_s": statistics.median(times)}
+
+
 def worker(args) -> dict:
     """One mode at one length, in this process; prints a JSON line."""
     import torch
@@ -109,22 +133,13 @@ def worker(args) -> dict:
                 model(**model_inputs(batch))
             return probe.masses().sum().item()
 
+    measured = measure_run(run, model.device, args.what, args.repeats)
     if args.what == "memory":
-        base = reset_peak(model.device)
-        run()
-        return {"peak_mb": (peak(model.device) - base) / 2**20}
-    run()  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        run()
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        return measured
     counts = {
         name: int((segments == value).sum()) for name, value in (("image", 4), ("response", 5))
     }
-    return {"length": segments.shape[1], "time_s": statistics.median(times), **counts}
+    return {"length": segments.shape[1], **measured, **counts}
 
 
 def run_worker(args, mode: str, length: int, what: str) -> dict:

@@ -24,14 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from attention_mass import conversation, peak, reset_peak
+from attention_mass import conversation, measure_run
 
 MODES = ("plain", "guided", "plain+ckpt", "guided+ckpt")
 
@@ -70,23 +68,10 @@ def worker(args) -> dict:
             loss, _ = objective(outputs.loss, probe.masses(), segments)
             loss.backward()  # inside: with checkpointing the probe reruns in backward
 
-    def synchronize() -> None:
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-
+    measured = measure_run(step, model.device, args.what, args.repeats)
     if args.what == "memory":
-        before = reset_peak(model.device)
-        step()
-        return {"peak_mb": (peak(model.device) - before) / 2**20}
-    step()  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        synchronize()
-        start = time.perf_counter()
-        step()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return {"length": segments.shape[1], "time_s": statistics.median(times)}
+        return measured
+    return {"length": segments.shape[1], **measured}
 
 
 def run_worker(args, mode: str, what: str) -> dict:

@@ -8,22 +8,22 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from transformers import TrainingArguments
+from grpo_steps import LengthRewarded, grpo_step
 
 from avar.config.schema import RlConfig
 from avar.data import read_jsonl
 from avar.models.loader import load_model, load_processor
-from avar.stages.rl import keep_rows, prompt_rows
-from avar.train.grpo import GrpoObjective, GrpoTrainer, group_advantages
+from avar.stages.rl import prompt_rows
+from avar.train.grpo import GrpoObjective, group_advantages
 
 
-class LengthRewarded(GrpoTrainer):
+class Recorded(LengthRewarded):
+    """Keeps what this rank sampled: its prompts, rewards and advantages."""
+
     seen: list[dict] = []
 
     def rewards(self, texts, records, masses):
         rewards = super().rewards(texts, records, masses)
-        rewards["total"] = torch.tensor([float(len(t)) for t in texts])
         advantages = group_advantages(rewards["total"], self.objective.group_size)
         self.seen.append(
             {
@@ -41,30 +41,13 @@ if __name__ == "__main__":
     model = load_model(model_dir, device="cpu", dtype="fp32")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rows = prompt_rows(read_jsonl(data)[:4], data.parent, "You are a helpful assistant.")
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        max_steps=1,
-        per_device_train_batch_size=2,
-        learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        remove_unused_columns=False,
-        save_strategy="no",
-        logging_steps=1,
-    )
     rl = RlConfig(group_size=3, max_completion_tokens=8, learning_rate=1e-3)
-    trainer = LengthRewarded(
-        model=model,
-        args=args,
-        train_dataset=rows,
-        data_collator=keep_rows,
-        processing_class=load_processor(model_dir),
-        objective=GrpoObjective.from_config(rl),
-    )
-    trainer.train()
+    processor = load_processor(model_dir)
+    objective = GrpoObjective.from_config(rl)
+    trainer = grpo_step(model, processor, rows, out / "checkpoints", objective, Recorded)
     after = model.state_dict()
     moved = sum(not before[k].equal(after[k]) for k in before) / len(before)
     checksum = sum(float(v.double().sum()) for v in after.values())
-    (out / f"rank{args.process_index}.json").write_text(
-        json.dumps({"seen": LengthRewarded.seen, "moved": moved, "checksum": checksum})
+    (out / f"rank{trainer.args.process_index}.json").write_text(
+        json.dumps({"seen": Recorded.seen, "moved": moved, "checksum": checksum})
     )

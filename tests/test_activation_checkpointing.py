@@ -14,7 +14,7 @@ from avar.data import read_jsonl
 from avar.models.loader import load_model
 from avar.train.arguments import training_arguments
 from avar.train.data import ChatCollator, ChatDataset
-from avar.train.grpo import GrpoObjective, GrpoTrainer
+from avar.train.grpo import GrpoObjective
 from avar.train.sft import AvarTrainer
 
 TOLERANCE = 1e-5
@@ -87,17 +87,13 @@ def test_attention_guided_step_is_the_same_with_activation_checkpointing(
 def test_grpo_step_is_the_same_with_activation_checkpointing(
     tiny_dir, processor, visual_jsonl, tmp_path
 ):
+    from grpo_steps import LengthRewarded  # rewards that differ: the step moves weights
+
     from avar.stages.rl import keep_rows, prompt_rows
 
     rows = prompt_rows(
         read_jsonl(visual_jsonl)[:2], visual_jsonl.parent, "You are a helpful assistant."
     )
-
-    class LengthRewarded(GrpoTrainer):  # rewards that differ, so the step moves weights
-        def rewards(self, texts, records, masses):
-            rewards = super().rewards(texts, records, masses)
-            rewards["total"] = torch.tensor([float(len(t)) for t in texts])
-            return rewards
 
     objective = GrpoObjective.from_config(RlConfig(group_size=2, max_completion_tokens=6))
     runs = [

@@ -58,19 +58,13 @@ def test_kl_term_is_k3_and_zero_at_the_reference():
 
 def test_a_grpo_step_moves_the_policy_when_rewards_differ(tiny_dir, visual_jsonl, tmp_path):
     """One real step of GrpoTrainer; rewards that differ within a group give advantages."""
-    from transformers import TrainingArguments
+    from grpo_steps import grpo_step
 
     from avar.config.schema import RlConfig
     from avar.data import read_jsonl
     from avar.models.loader import load_model, load_processor
-    from avar.stages.rl import keep_rows, prompt_rows
-    from avar.train.grpo import GrpoObjective, GrpoTrainer
-
-    class LengthRewarded(GrpoTrainer):
-        def rewards(self, texts, records, masses):
-            rewards = super().rewards(texts, records, masses)
-            rewards["total"] = torch.tensor([float(len(t)) for t in texts])  # differ by length
-            return rewards
+    from avar.stages.rl import prompt_rows
+    from avar.train.grpo import GrpoObjective
 
     model = load_model(str(tiny_dir), device="cpu", dtype="fp32")
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -78,26 +72,8 @@ def test_a_grpo_step_moves_the_policy_when_rewards_differ(tiny_dir, visual_jsonl
         read_jsonl(visual_jsonl)[:2], visual_jsonl.parent, "You are a helpful assistant."
     )
     rl = RlConfig(group_size=3, max_completion_tokens=8, learning_rate=1e-3)
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=1,
-        per_device_train_batch_size=2,
-        learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        remove_unused_columns=False,
-        save_strategy="no",
-        logging_steps=1,
-    )
-    trainer = LengthRewarded(
-        model=model,
-        args=args,
-        train_dataset=rows,
-        data_collator=keep_rows,
-        processing_class=load_processor(str(tiny_dir)),
-        objective=GrpoObjective.from_config(rl),
-    )
-    trainer.train()
+    objective = GrpoObjective.from_config(rl)
+    trainer = grpo_step(model, load_processor(str(tiny_dir)), rows, tmp_path, objective)
     after = model.state_dict()
     moved = sum(not before[k].equal(after[k]) for k in before) / len(before)
     assert moved > 0.5
