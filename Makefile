@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 
 run: $(STAMP)
 	$(BIN)/avar services up
-	. .avar/env && $(BIN)/prefect deployment run avar/full --watch
+	. .avar/env && $(BIN)/avar run avar/full
 	$(BIN)/avar results
 	@echo "Prefect UI  http://127.0.0.1:4200   (the flow's logs: .avar/logs/prefect-worker.log)"
 	@echo "MLflow UI   http://127.0.0.1:5000   (runs of experiment avar, model AVAR-Thinker)"

@@ -388,6 +388,40 @@ def results(params: ParamsFile = Path("params.yaml"), overrides: Overrides = Non
         Console().print(table)
 
 
+@app.command("run")
+@friendly_errors
+def run_command(
+    deployment: Annotated[str, typer.Argument(help="flow/deployment, e.g. avar/full.")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("-p", "--param", help="A flow parameter: key=value (YAML value)."),
+    ] = None,
+    every: Annotated[float, typer.Option(help="Seconds between progress lines.")] = 10.0,
+) -> None:
+    """Run a Prefect deployment and follow it here: each stage's start, progress, summary
+    line and end (exit 1 unless the flow run completes). Needs PREFECT_API_URL (.avar/env)."""
+    import yaml
+    from prefect.deployments import run_deployment
+
+    from avar.follow import Follower, follow
+    from avar.stages import STAGES
+
+    parameters = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param {item!r}: expected key=value")
+        parameters[key] = yaml.safe_load(value)
+    flow_run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=False)
+    echo = functools.partial(print, flush=True)  # log lines as they are, no markup
+    echo(f"flow run {flow_run.name} ({flow_run.id}) of {deployment}")
+    total = len(parameters.get("stages") or STAGES) if deployment.startswith("avar/") else 0
+    state = follow(flow_run.id, Follower(echo=echo, every_s=every, total=total))
+    echo(f"{deployment}: {state}")
+    if state != "Completed":
+        raise typer.Exit(1)
+
+
 PrefectPort = Annotated[int, typer.Option(help="Prefect server port on 127.0.0.1.")]
 MlflowPort = Annotated[int, typer.Option(help="MLflow server port on 127.0.0.1.")]
 

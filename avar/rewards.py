@@ -3,11 +3,14 @@ section in one step:
 
     r = r_acc + lambda_visual * r_visual * [r_acc > 0] + lambda_format * r_format
 
-where r_visual is the completion's VAS (image mass / system mass of its tokens, averaged
-over `layers`) read from the policy's own forward pass, and 0 where the VAS is undefined
-(no system tokens). The components keep TRL's contract (lists in: completions and dataset
-columns as keyword lists; one float per completion out); `VisualReward` is r_visual the TRL
-way, from a separate no-grad pass (what `bench/visual_reward.py` compares against).
+where r_visual is read from the completion's image mass I and system mass S per layer (the
+attention of its tokens, from the policy's own forward pass), transformed as `visual_reward`
+says and averaged over `layers` (`visual_score`): the paper's raw ratio I/S can reach 1e9
+when S collapses and drown the accuracy and format terms, so the default is the bounded
+image share I/(I+S); 0 where S = 0 (no system prompt). The components keep TRL's contract
+(lists in: completions and dataset columns as keyword lists; one float per completion out);
+`VisualReward` is r_visual the TRL way, from a separate no-grad pass (what
+`bench/visual_reward.py` compares against).
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from dataclasses import dataclass
 import torch
 
 from avar.attention.probe import mass_probe
-from avar.attention.vas import sequence_vas
+from avar.attention.vas import head_mean_masses
 from avar.config.schema import RlConfig
 from avar.grading import grade
 from avar.segments import encode_batch, model_inputs
 
+VISUAL_TRANSFORMS = ("share", "log_ratio", "ratio")
 FORMAT = re.compile(r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$", re.DOTALL)
 
 
@@ -62,25 +66,50 @@ def _with_images(prompt: list[dict], images) -> list[dict]:
     return filled
 
 
-def gated_vas(masses: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-    """r_visual per completion: its VAS where `correct`, else 0; 0 where the VAS is
-    undefined. masses [L, N, H, S], correct [N] bool -> [N] float32 on CPU."""
-    vas = torch.nan_to_num(sequence_vas(masses.float().cpu()), nan=0.0)  # [N]
-    return vas * correct.cpu()
+def visual_score(masses: torch.Tensor, transform: str = "share") -> torch.Tensor:
+    """r_visual before its gate, per sequence: masses [L, N, H, S] -> [N] float32 on CPU.
+
+    Per layer, from the head-averaged image mass I and system mass S:
+      share      I / (I + S), in [0, 1]
+      log_ratio  clip(log10(I / S), -2, 2) / 4 + 1/2, in [0, 1] (I/S of 0.01 -> 0, 1 -> 1/2,
+                 100 and beyond -> 1)
+      ratio      I / S, the paper's VAS, unbounded
+    then the mean over layers. Undefined, and 0, where S = 0 (no system prompt), as the VAS."""
+    if transform not in VISUAL_TRANSFORMS:
+        raise ValueError(f"visual_reward must be one of {VISUAL_TRANSFORMS}, got {transform!r}")
+    layer_masses = head_mean_masses(masses.float().cpu())
+    image, system = layer_masses["image"], layer_masses["system"]  # [L, N] each
+    if transform == "share":
+        per_layer = image / (image + system)
+    elif transform == "log_ratio":
+        tiny = torch.finfo(torch.float32).tiny
+        log_ratio = torch.log10(image.clamp(min=tiny)) - torch.log10(system.clamp(min=tiny))
+        per_layer = log_ratio.clamp(-2.0, 2.0) / 4 + 0.5
+    else:
+        per_layer = image / system
+    per_layer = torch.where(system > 0, per_layer, torch.nan)  # [L, N]
+    return torch.nan_to_num(per_layer.mean(dim=0), nan=0.0)
+
+
+def gated_visual(masses: torch.Tensor, correct: torch.Tensor, transform: str) -> torch.Tensor:
+    """r_visual per completion: its visual score where `correct`, else 0 (the paper's gate).
+    masses [L, N, H, S], correct [N] bool -> [N] float32 on CPU."""
+    return visual_score(masses, transform) * correct.cpu()
 
 
 @dataclass(frozen=True)
 class VisualAnchoredReward:
-    """The RL reward: weights and the layers r_visual reads, as the `rl` section sets them
-    (its defaults live there)."""
+    """The RL reward: weights, the layers r_visual reads and its transform, as the `rl`
+    section sets them (its defaults live there)."""
 
     lambda_visual: float
     lambda_format: float
     layers: str
+    visual_transform: str
 
     @classmethod
     def from_config(cls, rl: RlConfig) -> VisualAnchoredReward:
-        return cls(rl.lambda_visual, rl.lambda_format, rl.layers)
+        return cls(rl.lambda_visual, rl.lambda_format, rl.layers, rl.visual_reward)
 
     def __call__(
         self, completions, masses: torch.Tensor, answer, answer_type, choices=None
@@ -89,25 +118,26 @@ class VisualAnchoredReward:
         masses [L, N, H, S]: the completions' attention masses in `layers`."""
         accuracy = torch.tensor(accuracy_reward(completions, answer, answer_type, choices))
         form = torch.tensor(format_reward(completions))
-        visual = gated_vas(masses, accuracy > 0)
+        visual = gated_visual(masses, accuracy > 0, self.visual_transform)
         total = accuracy + self.lambda_visual * visual + self.lambda_format * form
         return {"accuracy": accuracy, "format": form, "visual": visual, "total": total}
 
 
 class VisualReward:
-    """r_visual: the completion's VAS under the policy model, for correct answers only.
+    """r_visual under the policy model, for correct answers only.
 
-    The completion's tokens are the queries; the VAS is their image mass over system
-    mass, averaged over `layers`, measured in one no-grad teacher-forced pass.
+    The completion's tokens are the queries; their image and system masses per layer are
+    measured in one no-grad teacher-forced pass and transformed (`visual_score`).
     """
 
     __name__ = "visual"  # TRL names reward columns after the callable
 
-    def __init__(self, model, processor, layers: str = "all", batch_size: int = 8):
+    def __init__(self, model, processor, layers="all", batch_size=8, transform="share"):
         self.model, self.processor = model, processor
-        self.layers, self.batch_size = layers, batch_size
+        self.layers, self.batch_size, self.transform = layers, batch_size, transform
 
-    def vas(self, conversations: list[list[dict]]) -> list[float]:
+    def scores(self, conversations: list[list[dict]]) -> list[float]:
+        """Visual scores of whole chats (prompt + completion), in batches."""
         values = []
         for start in range(0, len(conversations), self.batch_size):
             chunk = conversations[start : start + self.batch_size]
@@ -116,7 +146,7 @@ class VisualReward:
             segments = batch["segment_ids"]
             with torch.no_grad(), mass_probe(self.model, segments, "response", self.layers) as p:
                 self.model(**model_inputs(batch))
-            values += gated_vas(p.masses(), torch.ones(len(chunk), dtype=torch.bool)).tolist()
+            values += visual_score(p.masses(), self.transform).tolist()
         return values
 
     def __call__(self, prompts, completions, answer, answer_type, choices=None, **kwargs):
@@ -129,6 +159,6 @@ class VisualReward:
             for i in wanted
         ]
         rewards = [0.0] * len(completions)
-        for index, value in zip(wanted, self.vas(chats) if chats else [], strict=True):
+        for index, value in zip(wanted, self.scores(chats) if chats else [], strict=True):
             rewards[index] = value
         return rewards

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from avar.data import Report
 from avar.segments import Segment
+from avar.stats import interval_cell
 
 
 def validation_table(report: Report) -> Table:
@@ -58,19 +59,70 @@ def vas_table(result: dict) -> Table:
 
 
 def number_cell(value: float | None) -> str:
-    """Accuracies as 0.123, VAS (which reaches 1e9 on the tiny model) as 4.7e+09."""
+    """Accuracies as 0.123, large values as 4.7e+09."""
     if value is None:
         return "-"
     return f"{value:.3g}" if abs(value) >= 1e3 else f"{value:.3f}"
 
 
-CHECKPOINT_COLUMNS = ("stage", "step", "VAS", "accuracy", "image mass", "system mass")
-MODEL_COLUMNS = ("stage", "metric", "value")
+def mass_cell(value: float | None) -> str:
+    """Attention masses span 1 to 1e-10: three significant digits (0.0312, 4.1e-09)."""
+    return "-" if value is None else f"{value:.3g}"
+
+
+def vas_cell(row: dict) -> str:
+    """A VAS as tables show it: 2.35, or the flag when its system mass is below the floor
+    (`avar.attention.vas.vas_summary`): such a ratio reads the denominator, not the image."""
+    if row.get("vas") is None:
+        return "-"
+    if row.get("vas_flag"):
+        return f"flagged: {row['vas_flag']}"
+    return number_cell(row["vas"])
+
+
+def accuracy_cell(row: dict, prefix: str = "accuracy") -> str:
+    """0.203 [0.123, 0.317] from a row's accuracy and its 95% interval."""
+    return interval_cell(row.get(prefix), row.get(f"{prefix}_low"), row.get(f"{prefix}_high"))
+
+
+CHECKPOINT_COLUMNS = (
+    "stage",
+    "step",
+    "n",
+    "accuracy [95% CI]",
+    "VAS",
+    "log10 VAS",
+    "image mass",
+    "system mass",
+)
+MODEL_COLUMNS = (
+    "stage",
+    "benchmark",
+    "n",
+    "accuracy [95% CI]",
+    "VAS",
+    "log10 VAS",
+    "image mass",
+    "system mass",
+)
+
+
+def score_cells(row: dict) -> list[str]:
+    """n, accuracy with its interval, VAS (or its flag), log10 VAS and the two masses."""
+    log10_vas = row.get("log10_vas")
+    return [
+        "-" if row.get("n") is None else str(row["n"]),
+        accuracy_cell(row),
+        vas_cell(row),
+        "-" if log10_vas is None else f"{log10_vas:.2f}",
+        mass_cell(row.get("image_mass")),
+        mass_cell(row.get("system_mass")),
+    ]
 
 
 def pipeline_rows(params) -> tuple[list[list[str]], list[list[str]]]:
-    """Cells of the results: per checkpoint, VAS and accuracy on the held-out questions
-    (metrics/vas.json); per stage model, benchmark accuracy and VAS (metrics/eval.json)."""
+    """Cells of the results: per checkpoint, accuracy and VAS on the held-out questions
+    (metrics/vas.json); per stage model and benchmark, the same (metrics/eval.json)."""
     import json
     from pathlib import Path
 
@@ -78,21 +130,14 @@ def pipeline_rows(params) -> tuple[list[list[str]], list[list[str]]]:
     if not vas_path.is_file():
         raise FileNotFoundError(f"{vas_path} is missing: run the pipeline (`dvc repro`) first")
     checkpoints = [
-        [
-            row["stage"],
-            str(row["step"]),
-            *(number_cell(row[k]) for k in ("vas", "accuracy", "image_mass", "system_mass")),
-        ]
+        [row["stage"], str(row["step"]), *score_cells(row)]
         for row in json.loads(vas_path.read_text())["checkpoints"]
     ]
     models = []
     if eval_path.is_file():
-        for stage, row in json.loads(eval_path.read_text())["models"].items():
-            models += [
-                [stage, key, number_cell(value)]
-                for key, value in row["metrics"].items()
-                if key.count("/") == 2
-            ]  # overall accuracy and VAS, not per category
+        for stage, report in json.loads(eval_path.read_text())["models"].items():
+            for bench, result in report["benchmarks"].items():
+                models.append([stage, bench, *score_cells(result)])
     return checkpoints, models
 
 

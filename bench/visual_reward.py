@@ -29,13 +29,12 @@ from pathlib import Path
 import torch
 
 from avar.attention.probe import mass_probe
-from avar.attention.vas import sequence_vas
 from avar.data import read_jsonl
 from avar.data.chats import conversations
 from avar.data.synth import synthesize
 from avar.models.loader import load_model, load_processor
 from avar.models.tiny import init_tiny
-from avar.rewards import VisualReward
+from avar.rewards import VisualReward, visual_score
 from avar.segments import Segment, encode_batch, model_inputs
 from avar.train.grpo import token_logps
 
@@ -57,15 +56,15 @@ def rollout_chats(work: Path, rows: int, tokens: int, system_prompt: str) -> lis
 
 
 def step(model, batch: dict, mode: str, reward: VisualReward, chats) -> torch.Tensor | None:
-    """One GRPO-shaped update (advantage 1 everywhere); returns the VAS it measured."""
+    """One GRPO-shaped update (advantage 1 everywhere); returns its r_visual."""
     segments = batch["segment_ids"]
     vas = None
     if mode == "separate":
-        vas = torch.tensor(reward.vas(chats))
+        vas = torch.tensor(reward.scores(chats))
     if mode == "fused":
         with mass_probe(model, segments, "response", reward.layers) as probe:
             logits = model(**model_inputs(batch)).logits
-        vas = torch.nan_to_num(sequence_vas(probe.masses().detach().float().cpu()), nan=0.0)
+        vas = visual_score(probe.masses().detach(), reward.transform)
     else:
         logits = model(**model_inputs(batch)).logits
     logps = token_logps(logits, batch["input_ids"])
@@ -116,8 +115,8 @@ def run(args) -> None:
     diff = (vas["fused"] - vas["separate"]).abs().max().item()
     print(
         f"separate/fused step time: {median['separate'] / median['fused']:.3f}x; "
-        f"largest VAS difference between the two ways: {diff:.2e} "
-        f"(VAS values {vas['fused'].min():.3g}..{vas['fused'].max():.3g})"
+        f"largest r_visual difference between the two ways: {diff:.2e} "
+        f"(r_visual values {vas['fused'].min():.3g}..{vas['fused'].max():.3g})"
     )
 
 

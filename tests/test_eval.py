@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from avar.cli import app
 from avar.grading import grade
+from avar.stats import wilson
 
 pytestmark = pytest.mark.slow
 
@@ -66,9 +67,18 @@ def test_synthetic_suite_with_vas(tiny_dir, synthetic_dir, tmp_path):
     assert bench["accuracy"] == pytest.approx(sum(r["correct"] for r in samples) / 50)
     categories = {r["category"] for r in samples}
     assert set(bench["categories"]) == categories
-    for category, value in bench["categories"].items():
+    for category, summary in bench["categories"].items():
         rows = [r for r in samples if r["category"] == category]
-        assert value == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+        right = sum(r["correct"] for r in rows)
+        assert summary["n"] == len(rows) and summary["correct"] == right
+        assert summary["accuracy"] == pytest.approx(right / len(rows))
+        assert (summary["low"], summary["high"]) == wilson(right, len(rows))
+        metric = report["metrics"][f"eval/synthetic/accuracy_high/{category}"]
+        assert metric == summary["high"]
+    assert (bench["accuracy_low"], bench["accuracy_high"]) == wilson(
+        sum(r["correct"] for r in samples), 50
+    )
+    assert report["metrics"]["eval/synthetic/n"] == 50
     vas = [r["vas"] for r in samples]
     assert all(v is not None and v > 0 for v in vas)
     assert bench["vas"] == pytest.approx(sum(vas) / len(vas))

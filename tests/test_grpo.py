@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from avar.segments import Segment
 from avar.train.grpo import group_advantages, grpo_loss, token_logps
 
 
@@ -81,22 +82,24 @@ def test_a_grpo_step_moves_the_policy_when_rewards_differ(tiny_dir, visual_jsonl
     assert logged["reward/total/std"] > 0 and 0 < logged["completion_length"] <= 8
 
 
-def test_reward_total_through_the_trainer_by_hand(tiny_dir, visual_jsonl, tmp_path):
+@pytest.mark.parametrize("transform", ["ratio", "share"])
+def test_reward_total_through_the_trainer_by_hand(tiny_dir, visual_jsonl, tmp_path, transform):
     """GrpoTrainer.compute_loss on a fixed rollout of 2 prompts x 2 completions, with the
     rl section's weights (lambda_visual 0.3, lambda_format 0.1):
 
         completion                                  r_acc  r_format  r_visual
-        prompt 0: right, formatted                   1      1         VAS_0
-        prompt 0: wrong, formatted                   0      1         0 (gated: VAS_1 > 0)
-        prompt 1 (empty system turn): right, formatted 1    1         0 (VAS undefined)
-        prompt 1 (empty system turn): right, bare      1    0         0 (VAS undefined)
+        prompt 0: right, formatted                   1      1         V_0
+        prompt 0: wrong, formatted                   0      1         0 (gated: V_1 > 0)
+        prompt 1 (empty system turn): right, formatted 1    1         0 (undefined)
+        prompt 1 (empty system turn): right, bare      1    0         0 (undefined)
 
-    VAS_i comes from eager attention maps of the same sequences, not from the probe the
-    trainer reads, and the logged means are the means of these totals."""
+    V_i is the paper's VAS (mean over layers of image mass I / system mass S) for `ratio`
+    and the mean of I / (I + S) for `share`, with I and S from eager attention maps of the
+    same sequences (not the probe the trainer reads); the logged means are the means of
+    these totals."""
     from transformers import TrainingArguments
 
     from avar.attention.probe import eager_masses
-    from avar.attention.vas import sequence_vas
     from avar.config.schema import RlConfig
     from avar.data import read_jsonl
     from avar.models.loader import load_model, load_processor
@@ -132,7 +135,7 @@ def test_reward_total_through_the_trainer_by_hand(tiny_dir, visual_jsonl, tmp_pa
 
     model = load_model(str(tiny_dir), device="cpu", dtype="fp32", attn_implementation="eager")
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
-    rl = RlConfig(group_size=2, lambda_visual=0.3, lambda_format=0.1)
+    rl = RlConfig(group_size=2, lambda_visual=0.3, lambda_format=0.1, visual_reward=transform)
     trainer = FixedRollout(
         model=model, args=args, processing_class=processor, objective=GrpoObjective.from_config(rl)
     )
@@ -140,8 +143,11 @@ def test_reward_total_through_the_trainer_by_hand(tiny_dir, visual_jsonl, tmp_pa
 
     with torch.no_grad():
         reference = eager_masses(model, model_inputs(batch), batch["segment_ids"])
-    vas = sequence_vas(reference)
-    assert vas[0] > 0 and vas[1] > 0 and math.isnan(vas[2]) and math.isnan(vas[3])
+    image = reference[..., int(Segment.IMAGE)].mean(dim=-1)  # [L, N], heads averaged
+    system = reference[..., int(Segment.SYSTEM)].mean(dim=-1)
+    assert (system[:, :2] > 0).all() and (system[:, 2:] == 0).all()
+    per_layer = image / system if transform == "ratio" else image / (image + system)
+    vas = per_layer.mean(dim=0)
     expected = [1 + 0.3 * vas[0].item() + 0.1, 0 + 0.1, 1 + 0.1, 1.0]
     assert seen["accuracy"].tolist() == [1.0, 0.0, 1.0, 1.0]
     assert seen["format"].tolist() == [1.0, 1.0, 1.0, 0.0]
@@ -149,3 +155,6 @@ def test_reward_total_through_the_trainer_by_hand(tiny_dir, visual_jsonl, tmp_pa
     logged = {k: v[-1] for k, v in trainer._stats.items()}
     assert logged["reward/total/mean"] == pytest.approx(sum(expected) / 4, rel=1e-4)
     assert logged["reward/visual/mean"] == pytest.approx(vas[0].item() / 4, rel=1e-4)
+    # every term's spread too; unbiased std of (V_0, 0, 0, 0) = V_0 / 2
+    assert logged["reward/visual/std"] == pytest.approx(vas[0].item() / 2, rel=1e-4)
+    assert logged["reward/accuracy/std"] == pytest.approx(0.5)  # (1, 0, 1, 1)

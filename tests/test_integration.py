@@ -24,6 +24,7 @@ from stage_runs import changed, weights
 from workspace import copy_project
 
 from avar.services import Stack, down, up
+from avar.stages import STAGES
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -92,9 +93,24 @@ def run_deployment(stack: Stack, name: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def pipeline(stack):
-    done = run_deployment(stack, "avar/full")
+    # `avar run` (what `make run` calls) starts the deployment and follows it here
+    done = subprocess.run(
+        [str(BIN / "avar"), "run", "avar/full", "--every", "5"],
+        cwd=stack.root,
+        env={**os.environ, **stack.env()},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     log = (stack.state / "logs" / "prefect-worker.log").read_text()
-    assert done.returncode == 0 and "Completed" in done.stdout, done.stdout + log[-5000:]
+    assert done.returncode == 0, done.stdout + done.stderr + log[-5000:]
+    followed = done.stdout
+    assert followed.rstrip().endswith("avar/full: Completed"), followed[-3000:]
+    for number, stage in enumerate(STAGES, start=1):  # each stage: start, summary line, end
+        assert f"▶ {stage} ({number}/{len(STAGES)})" in followed, followed[-3000:]
+        assert f"✓ {stage} completed in " in followed
+    assert re.search(r"\n  sft_mm +sft_mm: \d+ steps in ", followed), followed[-3000:]
+    assert re.search(r"\n  base +.*\d+%\|", followed)  # a progress bar, thinned
     mlflow.set_tracking_uri(stack.mlflow_uri)
     return mlflow.MlflowClient()
 

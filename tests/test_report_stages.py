@@ -1,5 +1,6 @@
 """The vas and register stages' bookkeeping, on hand-written metrics files: checkpoint rows
-gathered in pipeline order with log10 VAS, the plot files, and the register stage's score
+gathered in pipeline order with their intervals and VAS summaries, the results' cells (a
+collapsed VAS flagged, never shown bare), the plot files, and the register stage's score
 lookup with its errors."""
 
 from __future__ import annotations
@@ -26,24 +27,59 @@ def write(path: str, data) -> None:
     Path(path).write_text(json.dumps(data))
 
 
-def test_checkpoint_rows_in_pipeline_order_with_log10_vas(params):
-    write(
-        params.rl.metrics,
-        {"checkpoints": [{"step": 10, "heldout/vas": 1000.0, "heldout/accuracy": 0.5}]},
+def heldout(step: int, **scores) -> dict:
+    return {"step": step, **{f"heldout/{k}": v for k, v in scores.items()}}
+
+
+FLAG = "system mass 4.6e-09 < 0.001"
+
+
+def test_checkpoint_rows_in_pipeline_order_with_their_summaries(params):
+    rl = heldout(
+        10, vas=1000.0, log10_vas=3.0, accuracy=0.5, n=64, accuracy_low=0.38, accuracy_high=0.62
     )
-    write(
-        params.base.metrics,
-        {"checkpoints": [{"step": 500, "heldout/vas": None, "heldout/accuracy": 0.25}]},
-    )
+    write(params.rl.metrics, {"checkpoints": [rl]})
+    write(params.base.metrics, {"checkpoints": [heldout(500, vas=None, accuracy=0.25)]})
     rows = vas.checkpoint_rows(params)  # sft_mm and coldstart_text have no file: skipped
     assert [(r["stage"], r["step"]) for r in rows] == [("base", 500), ("rl", 10)]
-    assert rows[0]["log10_vas"] is None and rows[1]["log10_vas"] == pytest.approx(3.0)
+    assert rows[0]["log10_vas"] is None and rows[1]["log10_vas"] == 3.0
     assert rows[1]["accuracy"] == 0.5 and rows[1]["image_mass"] is None
+    assert (rows[1]["n"], rows[1]["accuracy_low"], rows[1]["accuracy_high"]) == (64, 0.38, 0.62)
+
+
+def test_results_show_intervals_masses_and_flags(params):
+    from avar.summary import pipeline_rows
+
+    readable = {"vas": 2.345, "log10_vas": 0.370, "image_mass": 0.31, "system_mass": 0.132}
+    collapsed = {"vas": 1.6e10, "log10_vas": 10.2, "image_mass": 0.76, "system_mass": 4.6e-9}
+    interval = {"accuracy": 0.219, "n": 64, "accuracy_low": 0.135, "accuracy_high": 0.333}
+    checkpoints = [
+        {"stage": "base", "step": 500, **interval, **readable, "vas_flag": None},
+        {"stage": "sft_mm", "step": 300, **interval, **collapsed, "vas_flag": FLAG},
+    ]
+    write(params.vas.metrics, {"checkpoints": checkpoints})
+    bench = {**interval, **readable, "vas_flag": None}
+    write(params.eval.metrics, {"models": {"rl": {"benchmarks": {"synthetic": bench}}}})
+    rows, models = pipeline_rows(params)
+    cells = ["64", "0.219 [0.135, 0.333]", "2.345", "0.37", "0.31", "0.132"]
+    assert rows[0] == ["base", "500", *cells]
+    # no 1.6e+10 without its reason; the masses beside it
+    assert rows[1] == ["sft_mm", "300", *cells[:2], f"flagged: {FLAG}", "10.20", "0.76", "4.6e-09"]
+    assert models == [["rl", "synthetic", *cells]]
 
 
 def test_plots_are_written(params, tmp_path):
-    rows = [{"stage": "rl", "step": 1, "log10_vas": 2.0, "accuracy": 0.5}]
-    vas.draw_plots({"base": {"vas": 10.0}, "rl": {"vas": 0.0}}, rows, tmp_path)
+    rows = [
+        {"stage": "rl", "step": 1, "log10_vas": 2.0, "accuracy": 0.5, "vas_flag": None}
+        | {"accuracy_low": 0.3, "accuracy_high": 0.7},
+        {"stage": "sft_mm", "step": 1, "log10_vas": 9.0, "accuracy": 0.4, "vas_flag": FLAG}
+        | {"accuracy_low": None, "accuracy_high": None},
+    ]
+    stages = {
+        "base": {"vas": 10.0, "image_mass": 0.3, "system_mass": 0.03, "vas_flag": None},
+        "rl": {"vas": 1e9, "image_mass": 0.7, "system_mass": 7e-10, "vas_flag": FLAG},
+    }
+    vas.draw_plots(stages, rows, tmp_path)
     assert (tmp_path / "vas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

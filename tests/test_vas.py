@@ -91,9 +91,55 @@ def test_attention_guided_loss_combines_and_pushes_the_right_way():
         "loss_suppress_sys",
         "image_mass",
         "system_mass",
+        "attention_active",
     }
     total.backward()
     assert image.grad.item() < 0 < system.grad.item()  # descent raises image, lowers system
+
+
+def test_bounded_terms_stop_at_the_target_ratio():
+    # One layer, one sequence, three heads; target ratio 10. (image, system) per head:
+    # (0.5, 0.01): ratio 50, past the target: neither term pushes;
+    # (0.2, 0.1) and (0.05, 0.2): ratios 2 and 0.25, below it: both terms as the paper's.
+    image = torch.tensor([0.5, 0.2, 0.05], requires_grad=True)
+    system = torch.tensor([0.01, 0.1, 0.2], requires_grad=True)
+    where = (torch.tensor([0]), torch.tensor([0]), torch.arange(3))
+    masses = torch.zeros(1, 1, 3, len(Segment))
+    masses = masses.index_put((*where, torch.tensor([S.IMAGE])), image)
+    masses = masses.index_put((*where, torch.tensor([S.SYSTEM])), system)
+    segments = torch.tensor([[S.SYSTEM, S.IMAGE, S.RESPONSE]])
+    enhance, _ = enhance_image_loss(masses, segments, eps=0.0, target_ratio=10)
+    suppress, _ = suppress_system_loss(masses, segments, eps=0.0, target_ratio=10)
+    # the gated head counts 0 in the mean over 3 heads
+    assert enhance.item() == pytest.approx(-(math.log(0.2) + math.log(0.05)) / 3, rel=1e-6)
+    assert suppress.item() == pytest.approx((math.log(0.1) + math.log(0.2)) / 3, rel=1e-6)
+    (enhance + suppress).backward(retain_graph=True)
+    # d/dI -log(I) / 3 = -1 / (3 I); d/dS log(S) / 3 = 1 / (3 S); 0 on the gated head
+    torch.testing.assert_close(image.grad, torch.tensor([0.0, -1 / 0.6, -1 / 0.15]))
+    torch.testing.assert_close(system.grad, torch.tensor([0.0, 1 / 0.3, 1 / 0.6]))
+    # the paper's form (ratio 0) pushes every head, the smallest system mass hardest
+    image.grad, system.grad = None, None
+    paper, _ = suppress_system_loss(masses, segments, eps=0.0)
+    paper.backward(inputs=[system])
+    torch.testing.assert_close(system.grad, 1 / (3 * system.detach()))
+    _, stats = attention_guided_loss(torch.tensor(0.0), masses, segments, 0.15, 0.15, 10)
+    assert stats["attention_active"] == pytest.approx(2 / 3)
+
+
+def test_bounded_terms_without_system_keys_keep_the_image_term():
+    masses = masses_of(image=[[[0.5]]], system=[[[0.0]]])
+    no_system = torch.tensor([[S.IMAGE, S.RESPONSE]])
+    enhance, _ = enhance_image_loss(masses, no_system, eps=0.0, target_ratio=10)
+    assert enhance.item() == pytest.approx(-math.log(0.5))  # as the paper's
+
+
+def test_objective_from_config():
+    from avar.attention.losses import AttentionGuidedLoss
+    from avar.config.schema import SftMmConfig
+
+    assert AttentionGuidedLoss.from_config(SftMmConfig()).target_ratio == 10.0  # bounded
+    paper = AttentionGuidedLoss.from_config(SftMmConfig(objective="paper", target_ratio=3))
+    assert paper.target_ratio == 0.0 and (paper.alpha, paper.beta) == (0.15, 0.15)
 
 
 def run_vas(tiny_dir, visual_jsonl, out, *extra):

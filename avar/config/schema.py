@@ -363,11 +363,20 @@ class SftMmConfig(TrainConfig):
     """Weight of L_suppress_sys (attention to system tokens); 0 disables it."""
     layers: str = "all"
     """Decoder layers whose attention the two attention terms average over."""
+    objective: Literal["bounded", "paper"] = "bounded"
+    """`paper`: both terms as published; L_suppress_sys is unbounded below until 1e-6 (on
+    the tiny model it drives the system mass to ~1e-9 and the VAS past 1e9). `bounded`: the
+    same terms, gated off per layer, sequence and head once image mass >= target_ratio x
+    system mass (avar/attention/losses.py)."""
+    target_ratio: float = 10.0
+    """`bounded` objective: the image/system mass ratio at which both terms stop pushing."""
 
     def check(self, key: str) -> None:
         super().check(key)
         _require(self.alpha >= 0, f"{key}.alpha", "a float >= 0", self.alpha)
         _require(self.beta >= 0, f"{key}.beta", "a float >= 0", self.beta)
+        ratio = self.target_ratio
+        _require(ratio > 0, f"{key}.target_ratio", "a float > 0", ratio)
         _require_spec(layer_range, self.layers, f"{key}.layers")
 
 
@@ -407,6 +416,10 @@ class RlConfig(TrainConfig):
     """Sampling temperature of the completions."""
     layers: str = "all"
     """Decoder layers r_visual averages the completion's image/system ratio over."""
+    visual_reward: Literal["share", "log_ratio", "ratio"] = "share"
+    """r_visual from the completion's per-layer image (I) and system (S) masses, averaged
+    over `layers`: `share` I/(I+S) in [0, 1]; `log_ratio` clip(log10(I/S), -2, 2)/4 + 1/2
+    in [0, 1]; `ratio` I/S, the paper's raw VAS (unbounded: 1e9 on a collapsed system mass)."""
 
     def check(self, key: str) -> None:
         super().check(key)

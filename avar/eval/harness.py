@@ -15,6 +15,7 @@ from avar.eval.measure import VasSettings, chat_masses, report
 from avar.generate import generate
 from avar.grading import extract_answer, grade
 from avar.ranks import sharded
+from avar.stats import accuracy_metrics, accuracy_summary
 
 
 @dataclass
@@ -29,11 +30,16 @@ class Answers:
     def accuracy(self) -> float:
         return sum(self.correct) / len(self.correct)
 
-    def by_category(self) -> dict[str, float]:
+    def by_category(self) -> dict[str, dict]:
+        """category -> its accuracy summary (accuracy, n, correct, 95% interval)."""
         groups: dict[str, list[bool]] = defaultdict(list)
         for ok, record in zip(self.correct, self.records, strict=True):
             groups[record["category"]].append(ok)
-        return {c: sum(v) / len(v) for c, v in sorted(groups.items())}
+        return {c: accuracy_summary(v) for c, v in sorted(groups.items())}
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """`{prefix}/accuracy`, its n and 95% interval, overall and per category."""
+        return accuracy_metrics(prefix, self.correct, [r["category"] for r in self.records])
 
     def rows(self) -> list[dict]:
         """One row per question: its answer, the model's response and final answer, grade."""

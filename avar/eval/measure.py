@@ -17,7 +17,7 @@ from avar.attention.hooks import decoder_attention
 from avar.attention.mass import QUERY_SETS
 from avar.attention.probe import eager_masses, mass_probe
 from avar.attention.steering import steer
-from avar.attention.vas import head_mean_masses, vas_per_layer
+from avar.attention.vas import head_mean_masses, vas_per_layer, vas_summary
 from avar.config.specs import InterventionSpec, layer_list, layer_range
 from avar.data.chats import conversations, prompts
 from avar.generate import generate
@@ -25,6 +25,8 @@ from avar.ranks import sharded
 from avar.segments import encode_batch, model_inputs
 
 IMPLS = ("efficient", "eager")
+# A report's dataset-level VAS values: what scoring rows, eval results and the results show.
+SUMMARY_KEYS = ("vas", "log10_vas", "vas_of_means", "vas_flag", "image_mass", "system_mass")
 
 
 @dataclass
@@ -110,11 +112,13 @@ def report(masses: torch.Tensor, records, settings: VasSettings, layers: list[in
     layer_masses = head_mean_masses(masses)  # name -> [L, N]
     ratios = vas_per_layer(masses)  # [L, N]
     sample_vas = ratios.mean(dim=0)  # [N]
+    means = {f"{name}_mass": _mean(m.mean(dim=0)) for name, m in layer_masses.items()}
     return {
         "vas": _mean(sample_vas),
+        **vas_summary(_mean(sample_vas), means["image_mass"], means["system_mass"]),
         "vas_per_layer": [_mean(row) for row in ratios],
         "layers": layers,
-        **{f"{name}_mass": _mean(m.mean(dim=0)) for name, m in layer_masses.items()},
+        **means,
         "mass_per_layer": {name: [_mean(row) for row in m] for name, m in layer_masses.items()},
         "n": len(records),
         "n_without_system": int((~torch.isfinite(sample_vas)).sum()),

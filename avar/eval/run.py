@@ -17,7 +17,9 @@ from avar.config.specs import parse_intervention
 from avar.data.chats import prompts
 from avar.eval.benchmarks import benchmark, load_samples
 from avar.eval.harness import answer
-from avar.summary import number_cell
+from avar.eval.measure import SUMMARY_KEYS
+from avar.stats import accuracy_summary
+from avar.summary import accuracy_cell, mass_cell, vas_cell
 
 log = logging.getLogger(__name__)
 
@@ -85,22 +87,22 @@ def evaluate(request: EvalRequest, params: Params) -> dict:
             with_vas=request.vas,
             progress=True,
         )
+        overall = accuracy_summary(answers.correct)
         result = {
             "n": len(items),
-            "accuracy": answers.accuracy(),
+            "accuracy": overall["accuracy"],
+            "accuracy_low": overall["low"],
+            "accuracy_high": overall["high"],
             "categories": answers.by_category(),
-            "vas": answers.vas["vas"] if answers.vas else None,
-            "image_mass": answers.vas["image_mass"] if answers.vas else None,
-            "system_mass": answers.vas["system_mass"] if answers.vas else None,
+            **{k: (answers.vas or {}).get(k) for k in SUMMARY_KEYS},
             "seconds": round(time.monotonic() - start, 1),
             "samples": answers.rows(),
         }
         results[bench.name] = result
         prefix = f"eval/{bench.name}"
-        metrics[f"{prefix}/accuracy"] = result["accuracy"]
-        metrics.update({f"{prefix}/accuracy/{c}": v for c, v in answers.by_category().items()})
+        metrics.update(answers.metrics(prefix))
         if answers.vas:
-            metrics[f"{prefix}/vas"] = result["vas"]
+            metrics.update({f"{prefix}/{k}": result[k] for k in SUMMARY_KEYS if k != "vas_flag"})
     return {
         "model": request.model,
         "intervention": request.intervene,
@@ -114,10 +116,13 @@ def results_table(report: dict) -> Table:
         f" (intervention {report['intervention']})" if report["intervention"] else ""
     )
     table = Table(title=title)
-    for column in ("benchmark", "n", "accuracy", "VAS", "image mass", "system mass", "worst"):
+    columns = ("benchmark", "n", "accuracy [95% CI]", "VAS", "image mass", "system mass", "worst")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("benchmark", "worst") else "right")
     for name, result in report["benchmarks"].items():
-        worst = min(result["categories"].items(), key=lambda kv: kv[1])
-        cells = [number_cell(result[k]) for k in ("accuracy", "vas", "image_mass", "system_mass")]
-        table.add_row(name, str(result["n"]), *cells, f"{worst[0]} {worst[1]:.3f}")
+        worst, summary = min(result["categories"].items(), key=lambda kv: kv[1]["accuracy"])
+        accuracy = accuracy_cell(result)
+        masses = [vas_cell(result), *(mass_cell(result[k]) for k in ("image_mass", "system_mass"))]
+        worst_cell = f"{worst} {summary['accuracy']:.3f} (n={summary['n']})"
+        table.add_row(name, str(result["n"]), accuracy, *masses, worst_cell)
     return table

@@ -17,6 +17,7 @@ from avar.config import Params
 from avar.eval.run import EvalRequest, evaluate
 from avar.io import atomic_dir, write_json
 from avar.stages.vas import stage_models
+from avar.summary import accuracy_cell
 
 
 @dataclass
@@ -26,10 +27,9 @@ class EvalResult:
 
     def line(self) -> str:
         shown = ", ".join(
-            f"{stage} {k.split('/')[1]} {v:.3f}"
+            f"{stage} {bench} {accuracy_cell(result)} (n={result['n']})"
             for stage, row in self.models.items()
-            for k, v in row["metrics"].items()
-            if k.count("/") == 2 and k.endswith("/accuracy")
+            for bench, result in row["benchmarks"].items()
         )
         return f"eval: {shown or 'no stage models'} -> {self.out}"
 

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from avar import ranks
+from avar.attention.vas import SYSTEM_FLOOR
 from avar.config import Params
 from avar.data.chats import load_records
-from avar.eval.measure import VasSettings, measure_vas
+from avar.eval.measure import SUMMARY_KEYS, VasSettings, measure_vas
 from avar.io import write_json
 from avar.stages import TRAINING_STAGES
+from avar.summary import vas_cell
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,7 @@ class VasResult:
     checkpoints: list[dict]
 
     def line(self) -> str:
-        shown = ", ".join(
-            f"{k} {v['vas']:.3g}" for k, v in self.stages.items() if v["vas"] is not None
-        )
+        shown = ", ".join(f"{k} {vas_cell(v)}" for k, v in self.stages.items())
         n = len(self.checkpoints)
         return f"vas: {shown or 'no stage models'}; {n} checkpoints -> {self.out}"
 
@@ -46,6 +45,11 @@ def stage_models(params: Params) -> dict[str, str]:
     return {s: d for s, d in folders.items() if (Path(d) / "config.json").is_file()}
 
 
+# What the results show of each checkpoint's held-out scores (`heldout/<key>` in its row).
+CHECKPOINT_KEYS = ("accuracy", "accuracy_low", "accuracy_high", "n", *SUMMARY_KEYS)
+STAGE_KEYS = (*SUMMARY_KEYS, "n")
+
+
 def checkpoint_rows(params: Params) -> list[dict]:
     """Every scored checkpoint of the training stages, in pipeline order."""
     rows = []
@@ -54,24 +58,9 @@ def checkpoint_rows(params: Params) -> list[dict]:
         if not path.is_file():
             continue
         for row in json.loads(path.read_text()).get("checkpoints", []):
-            rows.append(
-                {
-                    "stage": stage,
-                    "step": row["step"],
-                    "vas": row.get("heldout/vas"),
-                    "accuracy": row.get("heldout/accuracy"),
-                    "image_mass": row.get("heldout/image_mass"),
-                    "system_mass": row.get("heldout/system_mass"),
-                }
-            )
-    for row in rows:
-        row["log10_vas"] = log10(row["vas"])
+            scores = {k: row.get(f"heldout/{k}") for k in CHECKPOINT_KEYS}
+            rows.append({"stage": stage, "step": row["step"], **scores})
     return rows
-
-
-def log10(vas: float | None) -> float | None:
-    """VAS spans 1 to 1e9+ across stages: plots read it on a log scale (None: no value)."""
-    return math.log10(vas) if vas and vas > 0 else None
 
 
 def measure_stages(params: Params) -> dict[str, dict]:
@@ -90,16 +79,16 @@ def measure_stages(params: Params) -> dict[str, dict]:
         attention = "eager" if cfg.impl == "eager" else "sdpa"
         model, processor = load(folder, params.model, attention)
         report = measure_vas(model, processor, records, root, settings, params.model.system_prompt)
-        measured[stage] = {
-            k: report[k] for k in ("vas", "image_mass", "system_mass", "n", "vas_per_layer")
-        }
+        measured[stage] = {k: report[k] for k in (*STAGE_KEYS, "vas_per_layer")}
         if ranks.is_main():
             log.info("vas %s: %s", stage, report["vas"])
     return measured
 
 
 def draw_plots(stages: dict[str, dict], checkpoints: list[dict], folder: Path) -> None:
-    """vas.png: VAS vs accuracy across checkpoints (scatter) beside VAS per stage (bars)."""
+    """vas.png: accuracy (with its 95% interval) against log10 VAS across checkpoints,
+    flagged ones hollow; beside it each stage's image and system masses on a log scale,
+    with the floor below which a VAS is flagged."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,26 +96,55 @@ def draw_plots(stages: dict[str, dict], checkpoints: list[dict], folder: Path) -
 
     from avar.io import save_figure
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
     for stage in TRAINING_STAGES:
         points = [
             r
             for r in checkpoints
             if r["stage"] == stage and r["log10_vas"] is not None and r["accuracy"] is not None
         ]
-        if points:
-            left.scatter(
-                [r["log10_vas"] for r in points], [r["accuracy"] for r in points], label=stage, s=36
+        for flagged in (False, True):
+            shown = [r for r in points if bool(r["vas_flag"]) == flagged]
+            if not shown:
+                continue
+            errors = [
+                [r["accuracy"] - (r["accuracy_low"] or r["accuracy"]) for r in shown],
+                [(r["accuracy_high"] or r["accuracy"]) - r["accuracy"] for r in shown],
+            ]
+            left.errorbar(
+                [r["log10_vas"] for r in shown],
+                [r["accuracy"] for r in shown],
+                yerr=errors,
+                fmt="o",
+                mfc="none" if flagged else None,
+                capsize=3,
+                label=f"{stage}{' (system mass < floor)' if flagged else ''}",
             )
     left.set(
         xlabel="log10 VAS (held-out answers)",
-        ylabel="held-out accuracy",
+        ylabel="held-out accuracy (95% interval)",
         title="Checkpoints: VAS vs accuracy",
     )
-    left.legend(fontsize=8)
-    names = [s for s in stages if log10(stages[s]["vas"]) is not None]
-    right.bar(names, [log10(stages[s]["vas"]) for s in names], color="tab:purple")
-    right.set(ylabel="log10 VAS (reference answers)", title="VAS per stage")
+    left.legend(fontsize=7)
+    names = [s for s in stages if stages[s]["image_mass"] is not None]
+    x = range(len(names))
+    for offset, mass, color in ((-0.2, "image_mass", "tab:green"), (0.2, "system_mass", "tab:red")):
+        right.bar(
+            [i + offset for i in x],
+            [max(stages[s][mass] or 0.0, 1e-12) for s in names],
+            width=0.4,
+            color=color,
+            label=mass.replace("_", " "),
+        )
+    right.axhline(SYSTEM_FLOOR, color="grey", linestyle="--", linewidth=1, label="VAS floor")
+    for i, stage in zip(x, names, strict=True):
+        row = stages[stage]
+        text = "flagged" if row["vas_flag"] else f"VAS {row['vas']:.3g}"
+        right.annotate(text, (i, 1.0), ha="center", va="bottom", fontsize=8)
+    right.set_yscale("log")
+    right.set_xticks(list(x), names)
+    right.set(ylabel="mean attention mass (reference answers)", title="Masses per stage")
+    right.legend(fontsize=7, loc="lower left")
     figure.tight_layout()
     save_figure(figure, folder / "vas.png")
     plt.close(figure)
@@ -146,10 +164,7 @@ def run(params: Params) -> VasResult:
         write_json(plots / "checkpoints.json", checkpoints)
         write_json(
             plots / "stages.json",
-            [
-                {"stage": s, "vas": v["vas"], "log10_vas": log10(v["vas"])}
-                for s, v in stages.items()
-            ],
+            [{"stage": s, **{k: v[k] for k in STAGE_KEYS}} for s, v in stages.items()],
         )
         draw_plots(stages, checkpoints, plots)
         write_json(out, {"stages": stages, "checkpoints": checkpoints, "launch": topology})

@@ -178,9 +178,9 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
         return (loss, logits) if return_outputs else loss
 
     def _record(self, rewards: dict, stats: dict, mask: torch.Tensor, masses: torch.Tensor):
-        for name, values in rewards.items():
+        for name, values in rewards.items():  # each term visible: its mean and spread
             self._stats[f"reward/{name}/mean"].append(values.float().mean().item())
-        self._stats["reward/total/std"].append(rewards["total"].float().std().item())
+            self._stats[f"reward/{name}/std"].append(values.float().std().item())
         self._stats["completion_length"].append(mask.sum(dim=1).float().mean().item())
         self._stats["kl"].append(stats["kl"].item())
         names = {"image_mass": Segment.IMAGE, "system_mass": Segment.SYSTEM}

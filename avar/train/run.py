@@ -26,6 +26,7 @@ from avar.config.schema import TrainConfig
 from avar.io import write_json
 from avar.models.loader import load_model, load_processor, resolve_device, resolve_dtype
 from avar.models.weights import weights_digest
+from avar.summary import accuracy_cell, mass_cell, vas_cell
 from avar.train.arguments import training_arguments
 from avar.train.checkpoints import TRAINER_STATE, publish_checkpoint, publish_model, resume_point
 from avar.train.grpo import GrpoObjective
@@ -56,16 +57,27 @@ class StageResult:
     history: list[dict] = field(default_factory=list)
 
     def line(self) -> str:
-        """One-line summary: steps, time, and the final row's headline numbers."""
-        shown = {
-            k: v
-            for k, v in self.final.items()
-            if k.endswith(("/accuracy", "/vas")) or k in ("train/loss",)
-        }
-        numbers = ", ".join(f"{k} {v:.3f}" for k, v in shown.items() if v is not None)
-        return (
-            f"{self.stage}: {self.steps} steps in {self.seconds:.0f} s, {numbers} -> {self.out_dir}"
-        )
+        """One-line summary: steps, time, the final row's scores and the training loss."""
+        parts = [f"{self.steps} steps in {self.seconds:.0f} s", headline(self.final)]
+        if self.final.get("train/loss") is not None:
+            parts.append(f"train/loss {self.final['train/loss']:.3f}")
+        return f"{self.stage}: {', '.join(p for p in parts if p)} -> {self.out_dir}"
+
+
+def headline(row: dict) -> str:
+    """Per score set of a checkpoint row: its accuracy with n and the 95% interval, and its
+    VAS (or the flag) with the image and system masses."""
+    parts = []
+    for key in row:
+        if key.endswith("/accuracy") and key.count("/") == 1:
+            name = key.split("/")[0]
+            scores = {k[len(name) + 1 :]: v for k, v in row.items() if k.startswith(f"{name}/")}
+            parts.append(f"{name} accuracy {accuracy_cell(scores)} (n={scores.get('n')})")
+            if scores.get("vas") is not None:
+                masses = f"image {mass_cell(scores.get('image_mass'))}, "
+                masses += f"system {mass_cell(scores.get('system_mass'))}"
+                parts.append(f"{name} VAS {vas_cell(scores)} ({masses})")
+    return ", ".join(parts)
 
 
 @dataclass
@@ -160,7 +172,7 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
         if args.process_index != 0:
             return
         if row is not None:
-            log.info("%s checkpoint %d: %s", plan.name, row["step"], _headline(row))
+            log.info("%s checkpoint %d: %s", plan.name, row["step"], headline(row))
         write_json(cfg.metrics, {"stage": plan.name, **summary, "checkpoints": rows})
 
     collator = plan.collator(processor) if plan.collator else None
@@ -233,11 +245,3 @@ def check_memory(plan: StagePlan, config, dataset, args) -> None:
     setup = stage_setup(plan.cfg, (per_node, args.world_size // per_node), *sizes, gpu_gb)
     result = require_fit(plan.name, config, setup)
     log.info("%s: about %.1f GB per GPU of %.1f GB", plan.name, result.total / GB, gpu_gb)
-
-
-def _headline(row: dict) -> str:
-    return ", ".join(
-        f"{k} {v:.3f}"
-        for k, v in row.items()
-        if k.endswith(("/accuracy", "/vas")) and v is not None
-    )

@@ -12,6 +12,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 
 from avar.data.chats import prompts
 from avar.eval.harness import answer
+from avar.eval.measure import SUMMARY_KEYS
 
 
 @dataclass
@@ -31,7 +32,9 @@ class ScoreSet:
 
 
 def score(model, processor, scores: ScoreSet) -> dict[str, float | None]:
-    """`{name}/accuracy`, `{name}/accuracy/<category>`, `{name}/vas`, image and system mass.
+    """`{name}/accuracy` with its n and 95% interval (overall and per category, as
+    `avar.stats.accuracy_metrics` names them), `{name}/vas` with its summaries (log10, the
+    ratio of mean masses, the low-system-mass flag) and the image and system masses.
 
     Under several ranks each rank answers its share of the questions and every rank gets
     the whole row; under ZeRO-3 (whose forward passes are collective) every rank answers
@@ -48,9 +51,8 @@ def score(model, processor, scores: ScoreSet) -> dict[str, float | None]:
     )
     vas = answers.vas or {}
     return {
-        f"{scores.name}/accuracy": answers.accuracy(),
-        **{f"{scores.name}/accuracy/{c}": v for c, v in answers.by_category().items()},
-        **{f"{scores.name}/{k}": vas.get(k) for k in ("vas", "image_mass", "system_mass")},
+        **answers.metrics(scores.name),
+        **{f"{scores.name}/{k}": vas.get(k) for k in SUMMARY_KEYS},
     }
 
 
