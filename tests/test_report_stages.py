@@ -80,6 +80,9 @@ def test_plots_are_written(params, tmp_path):
         "rl": {"vas": 1e9, "image_mass": 0.7, "system_mass": 7e-10, "vas_flag": FLAG},
     }
     vas.draw_plots(stages, rows, tmp_path)
+    # error bars: a lower bound of 0 is a bound (0/n answers right), not a missing one
+    assert vas.interval_arm({"accuracy": 0.1, "accuracy_low": 0.0}, "low") == 0.1
+    assert vas.interval_arm(rows[1], "high") == 0.0
     assert (tmp_path / "vas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

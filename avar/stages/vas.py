@@ -81,8 +81,14 @@ def measure_stages(params: Params) -> dict[str, dict]:
         report = measure_vas(model, processor, records, root, settings, params.model.system_prompt)
         measured[stage] = {k: report[k] for k in (*STAGE_KEYS, "vas_per_layer")}
         if ranks.is_main():
-            log.info("vas %s: %s", stage, report["vas"])
+            log.info("vas %s: %s", stage, vas_cell(report))
     return measured
+
+
+def interval_arm(row: dict, side: str) -> float:
+    """How far the accuracy's 95% interval reaches below ("low") or above it (0: none)."""
+    bound = row.get(f"accuracy_{side}")
+    return 0.0 if bound is None else abs(row["accuracy"] - bound)
 
 
 def draw_plots(stages: dict[str, dict], checkpoints: list[dict], folder: Path) -> None:
@@ -108,8 +114,8 @@ def draw_plots(stages: dict[str, dict], checkpoints: list[dict], folder: Path) -
             if not shown:
                 continue
             errors = [
-                [r["accuracy"] - (r["accuracy_low"] or r["accuracy"]) for r in shown],
-                [(r["accuracy_high"] or r["accuracy"]) - r["accuracy"] for r in shown],
+                [interval_arm(r, "low") for r in shown],
+                [interval_arm(r, "high") for r in shown],
             ]
             left.errorbar(
                 [r["log10_vas"] for r in shown],
