@@ -55,17 +55,6 @@ def _question(rng: random.Random, category: str, scene: dict) -> tuple[str, str]
     raise ValueError(f"unknown perception category {category!r}")
 
 
-CAPTION_QUESTION = "Describe the shapes."
-
-
-def caption(scene: dict) -> str:
-    """Every object in reading order (top to bottom, then left to right), with the count:
-    '3 shapes: small red circle, large blue square, small green triangle'."""
-    objects = sorted(scene["objects"], key=lambda o: (o["center"][1], o["center"][0]))
-    parts = [f"{o['size']} {o['color']} {o['shape']}" for o in objects]
-    return f"{len(objects)} shapes: {', '.join(parts)}"
-
-
 def zoomed(scene: dict, zoom: float) -> dict:
     """The scene's first object alone, its box grown by `zoom` (0..1) toward the canvas."""
     obj = dict(scene["objects"][0])
@@ -80,13 +69,12 @@ def zoomed(scene: dict, zoom: float) -> dict:
 
 
 def perception_record(
-    rng: random.Random, index: int, width: int, zoom: float | None = None, captioned=False
+    rng: random.Random, index: int, width: int, zoom: float | None = None
 ) -> tuple[dict, Image.Image]:
     """One record (schema of avar.data.schema, `response` = the answer) and its image.
 
     `zoom` (0..1) asks instead about one object drawn that much bigger than its size: the
-    first steps of a curriculum, where every image token shows the object. `captioned`
-    asks for every object of the scene (`caption`): one answer supervises them all.
+    first steps of a curriculum, where every image token shows the object.
     """
     difficulty = DIFFICULTIES[index % len(DIFFICULTIES)]
     category = CATEGORIES[index % len(CATEGORIES)]
@@ -96,9 +84,6 @@ def perception_record(
         scene = random_scene(rng, width, difficulty)
         if zoom is not None:
             scene = zoomed(scene, zoom)
-        if captioned:
-            category, qa = "caption", (CAPTION_QUESTION, caption(scene))
-            break
         qa = _question(rng, category, scene)
         if qa is not None:
             break
@@ -123,23 +108,19 @@ def perception_record(
 
 
 def perception_set(
-    n: int, seed: int, width: int, curriculum: float = 0.0, captions: float = 0.0
+    n: int, seed: int, width: int, curriculum: float = 0.0
 ) -> list[tuple[dict, Image.Image]]:
     """`n` records with their images, in memory; the same seed gives the same set.
 
     The first `curriculum` fraction are single zoomed objects whose zoom shrinks from 1
-    (the object fills the image) to 0 (its own size); train on them in order. Of the
-    scenes after them, a `captions` fraction (spread evenly) ask for a caption instead.
+    (the object fills the image) to 0 (its own size); train on them in order.
     """
     rng = random.Random(f"avar-perception-{seed}")
     n_zoomed = round(curriculum * n)
-    records = []
-    for i in range(n):
-        zoom = 1 - i / n_zoomed if i < n_zoomed else None
-        scene_index = i - n_zoomed
-        captioned = zoom is None and int((scene_index + 1) * captions) > int(scene_index * captions)
-        records.append(perception_record(rng, i, width, zoom, captioned))
-    return records
+    return [
+        perception_record(rng, i, width, 1 - i / n_zoomed if i < n_zoomed else None)
+        for i in range(n)
+    ]
 
 
 def majority_accuracy(records: list[dict]) -> dict[str, float]:

@@ -45,7 +45,6 @@ class Preset:
     max_positions: int
     min_pixels: int
     max_pixels: int
-    patch_size: int = 14
 
 
 PRESETS = {
@@ -99,8 +98,7 @@ def build_config(preset: Preset, tokenizer) -> Qwen2_5_VLConfig:
         "num_heads": preset.vision_heads,
         "out_hidden_size": preset.hidden_size,
         "fullatt_block_indexes": list(range(1, preset.vision_depth, 2)),
-        "window_size": 4 * preset.patch_size,
-        "patch_size": preset.patch_size,
+        "window_size": 56,
     }
     return Qwen2_5_VLConfig(
         text_config=text,
@@ -129,7 +127,7 @@ def init_tiny(out: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
         do_sample=False,
     )
     image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=sizes.min_pixels, max_pixels=sizes.max_pixels, patch_size=sizes.patch_size
+        min_pixels=sizes.min_pixels, max_pixels=sizes.max_pixels
     )
     processor = ImageTextProcessor(image_processor, tokenizer, chat_template=chat_template())
     with atomic_dir(out) as tmp:
