@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+WAIT_NOTICE_S = 15.0  # a run still not started by then: say it waits for a worker
 NEVER = datetime.max.replace(tzinfo=UTC)  # sorts task runs not yet scheduled last
 
 # Lines of a stage's output that repeat while it works: shown at most once per `every_s`.
@@ -38,23 +39,32 @@ class Follower:
     shown_at: dict = field(default_factory=dict)  # (task, kind) -> log timestamp shown
     order: list = field(default_factory=list)  # task names in the order they started
 
-    def task_runs(self, runs) -> None:
-        """Print each stage's start and end as its task run changes state."""
+    def task_runs(self, runs, ends: bool = True) -> None:
+        """Print each stage's start, state changes (a retry) and, with `ends`, its end.
+        A stage that started and ended between two polls is started first, so that its
+        lines come between its start and its end."""
         for run in sorted(runs, key=lambda r: r.start_time or r.expected_start_time or NEVER):
             state = run.state.name if run.state else "Pending"
-            before = self.tasks.get(run.id, (run.name, None))[1]
-            self.tasks[run.id] = (run.name, state)
-            if state == before:
+            final = run.state is not None and run.state.is_final()
+            if run.id not in self.started and (state == "Running" or final):
+                self.start(run)
+            name, before = self.tasks.setdefault(run.id, (run.name, state))
+            if state == before or (final and not ends):
                 continue
-            if state == "Running":
-                self.order.append(run.name)
-                self.started[run.id] = time.monotonic()
-                of = f" ({len(self.order)}/{self.total})" if self.total else ""
-                self.echo(f"▶ {run.name}{of}")
-            elif run.state and run.state.is_final():
-                seconds = time.monotonic() - self.started.get(run.id, time.monotonic())
+            self.tasks[run.id] = (name, state)
+            if final:
+                seconds = time.monotonic() - self.started[run.id]
                 mark = "✓" if run.state.is_completed() else "✗"
-                self.echo(f"{mark} {run.name} {state.lower()} in {seconds:.0f} s")
+                self.echo(f"{mark} {name} {state.lower()} in {seconds:.0f} s")
+            elif run.id in self.started and state != "Running":
+                self.echo(f"↻ {name} {state.lower()}")
+
+    def start(self, run) -> None:
+        self.order.append(run.name)
+        self.started[run.id] = time.monotonic()
+        self.tasks[run.id] = (run.name, "Running")
+        of = f" ({len(self.order)}/{self.total})" if self.total else ""
+        self.echo(f"▶ {run.name}{of}")
 
     def logs(self, logs) -> None:
         """Print new log lines of the flow run, prefixed by their stage."""
@@ -86,15 +96,24 @@ def follow(flow_run_id, follower: Follower, poll_s: float = 2.0) -> str:
 
     this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
     since: datetime | None = None
+    waiting_since, announced = time.monotonic(), False
     with get_client(sync_client=True) as client:
         while True:
             run = client.read_flow_run(flow_run_id)
             final = run.state is not None and run.state.is_final()
+            state = run.state.name if run.state else "Pending"
+            if not announced and state in ("Scheduled", "Pending", "Late"):
+                if time.monotonic() - waiting_since > WAIT_NOTICE_S:
+                    pool = run.work_pool_name or "its"
+                    follower.echo(f"flow run is {state}: waiting for a worker of {pool} pool")
+                    announced = True
             if final:  # the worker sends its last log batch after the state changes
                 time.sleep(poll_s)
-            follower.task_runs(client.read_task_runs(flow_run_filter=this_run))
+            runs = client.read_task_runs(flow_run_filter=this_run)
+            follower.task_runs(runs, ends=False)  # starts first: the names of the lines
             logs = read_logs(client, flow_run_id, since)
             follower.logs(logs)
+            follower.task_runs(runs)  # then the ends, after their stages' lines
             if logs:
                 since = max(since or logs[-1].timestamp, logs[-1].timestamp)
             if final:

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 LAUNCHED_ENV = "AVAR_LAUNCHED"
 """Set in every rank avar starts: the rank runs the stage, it does not launch again."""
 RANK_PREFIX = "[rank${rank}]:"
+# Where rank 0 leaves the stage's summary line for the launcher to print: a rank's last
+# lines can miss torchrun's tee when the ranks exit, the file cannot.
+SUMMARY_ENV = "AVAR_SUMMARY_FILE"
 TAIL_LINES = 25
 
 
@@ -83,7 +86,11 @@ def run_here(name: str, params_file: Path, overrides: list[str]) -> object:
     the summary line."""
     result = declared(name).run(load_params(params_file, overrides))
     if is_main():
-        print(result.line(), flush=True)
+        summary = os.environ.get(SUMMARY_ENV)
+        if summary:  # the launcher prints it
+            Path(summary).write_text(result.line() + "\n")
+        else:
+            print(result.line(), flush=True)
     return result
 
 
@@ -95,6 +102,10 @@ def launch(name: str, ranks: Ranks, params_file: Path, overrides: list[str], par
         argv += ["-S", override]
     where = f"{ranks.nproc_per_node} rank(s) per host on {ranks.nnodes} host(s)"
     log.info("%s: %d ranks (%s, %s)", name, ranks.world_size, ranks.engine, where)
+    summary = (Path(cfg.log_dir) / name / f"summary-{os.getpid()}.txt").resolve()
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.unlink(missing_ok=True)
+    os.environ[SUMMARY_ENV] = str(summary)
     start = time.monotonic()
     if ranks.engine == "ray":
         stage = {"stage": name, "params": str(params_file), "overrides": list(overrides)}
@@ -102,6 +113,9 @@ def launch(name: str, ranks: Ranks, params_file: Path, overrides: list[str], par
     else:
         on_torchrun(name, ranks, argv, cfg)
     log.info("%s: %d ranks finished in %.0f s", name, ranks.world_size, time.monotonic() - start)
+    if summary.is_file():  # on the host (or shared workspace) of rank 0
+        print(summary.read_text().strip(), flush=True)
+        summary.unlink()
 
 
 def torchrun_args(ranks: Ranks, argv: list[str], cfg, log_dir: Path) -> list[str]:
@@ -168,7 +182,7 @@ def rank_tail(log_dir: Path, local_rank: int, lines: int = TAIL_LINES) -> str:
 def passed_env(params) -> dict[str, str]:
     """What a rank on another node must see of this process's environment: the variables
     `orchestrate.env` passes to a stage (hub token, tracking, S3) and the progress pace."""
-    names = [*params.orchestrate.env, "TQDM_MININTERVAL", "HF_HOME", "HF_HUB_OFFLINE"]
+    names = [*params.orchestrate.env, "TQDM_MININTERVAL", "HF_HOME", "HF_HUB_OFFLINE", SUMMARY_ENV]
     return {k: os.environ[k] for k in names if k in os.environ}
 
 

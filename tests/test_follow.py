@@ -83,3 +83,22 @@ def test_failed_stage_and_flow_lines():
     assert printed[0] == "▶ rl"  # total unknown: no (k/n)
     assert printed[1] == "  flow           Created MLflow run"
     assert printed[2].startswith("✗ rl failed in ") and len(printed) == 3
+
+
+def test_a_stage_that_ran_between_two_polls_starts_before_its_lines():
+    """What `follow` does each poll: starts, then the lines, then the ends."""
+    from prefect.states import AwaitingRetry
+
+    printed: list[str] = []
+    follower = Follower(echo=printed.append, total=2)
+    prepare, base = uuid.uuid4(), uuid.uuid4()
+    runs = [task("prepare", Completed(), prepare), task("base", AwaitingRetry(), base)]
+    follower.task_runs(runs, ends=False)
+    follower.logs([log("prepare: 4 records", 1, prepare)])
+    follower.task_runs(runs)
+    follower.task_runs(runs)  # the next poll: nothing new
+    assert printed[:3] == ["▶ prepare (1/2)", "  prepare        prepare: 4 records", printed[2]]
+    assert printed[2].startswith("✓ prepare completed in ") and len(printed) == 3
+    follower.task_runs([task("base", Running(), base)])
+    follower.task_runs([task("base", AwaitingRetry(), base)])  # failed once, retried
+    assert printed[3:] == ["▶ base (2/2)", "↻ base awaitingretry"]

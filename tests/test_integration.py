@@ -109,7 +109,9 @@ def pipeline(stack):
     for number, stage in enumerate(STAGES, start=1):  # each stage: start, summary line, end
         assert f"▶ {stage} ({number}/{len(STAGES)})" in followed, followed[-3000:]
         assert f"✓ {stage} completed in " in followed
-    assert re.search(r"\n  sft_mm +sft_mm: \d+ steps in ", followed), followed[-3000:]
+    # each stage's one-line summary, from one process or (sft_mm) the launcher of two ranks
+    for stage in ("coldstart_text", "sft_mm"):
+        assert re.search(rf"\n  {stage} +{stage}: \d+ steps in ", followed), followed
     assert re.search(r"\n  base +.*\d+%\|", followed)  # a progress bar, thinned
     mlflow.set_tracking_uri(stack.mlflow_uri)
     return mlflow.MlflowClient()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,6 +182,9 @@ def test_a_rank_killed_mid_stage_fails_the_stage_and_a_rerun_resumes_to_the_same
     resumed_from = last_step(tmp / "checkpoints/killed")
     output = finish(avar_stage(tmp, "sft_mm", SFT_MM + outputs(tmp, "sft_mm", "killed")))
     assert "resuming from" in output and f"checkpoint-{resumed_from}" in output, output[-2000:]
+    # the summary line once, from the launcher (rank 0 leaves it in a file for it)
+    assert len(re.findall(r"^sft_mm: 12 steps in ", output, re.MULTILINE)) == 1, output[-2000:]
+    assert "[rank0]:sft_mm: 12 steps" not in output
     report = json.loads((tmp / "metrics/killed.json").read_text())
     assert report["steps"] == 12 and report["launch"]["world_size"] == 2
     assert [r["step"] for r in report["checkpoints"]] == [3, 6, 9, 12]  # each scored once
@@ -266,6 +270,7 @@ def test_two_ray_nodes_train_one_stage_with_a_rank_on_each(project, tmp_path):
     assert report["steps"] == 3
     assert changed(weights(tmp / "models/base"), weights(tmp / "models/ray")) > 0.9
     assert "[rank1]:" in done.stdout + done.stderr
+    assert re.search(r"^sft_mm: 3 steps in ", done.stdout, re.MULTILINE), done.stdout[-2000:]
 
 
 @pytest.mark.slow

@@ -82,7 +82,7 @@ class DataConfig:
     """Synthetic visual questions over drawn scenes."""
     text: SynthConfig = field(default_factory=lambda: SynthConfig(n=200, seed=1))
     """Synthetic text-only arithmetic and logic word problems."""
-    heldout: SynthConfig = field(default_factory=lambda: SynthConfig(n=100, seed=2))
+    heldout: SynthConfig = field(default_factory=lambda: SynthConfig(n=300, seed=2))
     """Synthetic visual questions kept out of training, for scoring checkpoints."""
     image_size: int = 112
     """Side in pixels of the drawn synthetic scenes."""
@@ -167,7 +167,7 @@ class BaseConfig(TrainConfig):
     """Perception questions per device per step."""
     save_steps: int = 500
     """Save (and score) a checkpoint every N steps."""
-    heldout: int = 120
+    heldout: int = 300
     """Held-out perception questions scored at every checkpoint (embedded models only)."""
     curriculum: float = 0.4
     """Fraction of the pretraining data that are single zoomed-in objects, shrinking to
@@ -477,8 +477,9 @@ class EvalConfig:
     avar.eval.benchmarks)."""
     data_dir: str = "data/benchmarks"
     """Folder with one subfolder of files per benchmark (README: Evaluation)."""
-    limit: int = 64
-    """Samples per benchmark (the first N); 0 means all."""
+    limit: int = 0
+    """Samples per benchmark (the first N); 0 means all (the synthetic suite: 300, a 95%
+    interval of about +-0.05)."""
     vas: bool = True
     """Also measure the VAS of the answers (one more teacher-forced pass)."""
     max_new_tokens: int = 192
