@@ -95,6 +95,8 @@ def main(
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(ScrubFilter())
+    if not verbose:  # one line per HTTP request (Prefect, MLflow, the hub) is noise
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @model_app.command("init-tiny")

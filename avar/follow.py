@@ -1,11 +1,12 @@
 """`avar run DEPLOYMENT`: start a Prefect deployment run and follow it in the terminal.
 
 `prefect deployment run --watch` shows only state changes while a stage's output goes to
-the worker's log. This reads the flow run's logs back from the Prefect API (where the
-worker sends them) and prints, per stage: when it starts (k of n), its progress (progress
-bars and the trainer's loss lines, at most one of each kind per `every_s` seconds), its
-checkpoint scores and its one-line summary, and when it ends, with its duration. The exit
-code is the flow run's: 0 when it completed.
+the worker's log. This reads the flow run's task runs and logs back from the Prefect API
+(where the worker sends them) and prints, in time order: when each stage starts (k of n),
+its lines (progress bars and the trainer's loss lines at most one of each kind per
+`every_s` seconds; checkpoint scores; its one-line summary) and when it ends, with its
+duration. The worker sends logs in batches, so what happened in the last `LAG_S` seconds
+waits for the next poll. The exit code is the flow run's: 0 when it completed.
 """
 
 from __future__ import annotations
@@ -17,76 +18,83 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 WAIT_NOTICE_S = 15.0  # a run still not started by then: say it waits for a worker
-NEVER = datetime.max.replace(tzinfo=UTC)  # sorts task runs not yet scheduled last
+LAG_S = 4.0  # the worker's log batches arrive within this; later events wait a poll
+NEVER = datetime.max.replace(tzinfo=UTC)
 
 # Lines of a stage's output that repeat while it works: shown at most once per `every_s`.
 REPEATING = {
     "progress": re.compile(r"\d+%\|"),  # a tqdm bar
     "loss": re.compile(r"^\{'(loss|train_runtime)'"),  # HF Trainer's log dicts
 }
+START, LINE, END = 0, 1, 2  # at the same instant: a stage starts, then logs, then ends
 
 
 @dataclass
 class Follower:
-    """What has been printed of one flow run: log ids, task states, throttled kinds."""
+    """What has been printed of one flow run: its stages' starts and ends, log ids, the
+    last line shown of each repeating kind."""
 
     echo: Callable[[str], object] = print
     every_s: float = 10.0
     total: int = 0  # stages the flow runs (0: not known)
-    seen: set = field(default_factory=set)
-    tasks: dict = field(default_factory=dict)  # task run id -> (name, state name)
-    started: dict = field(default_factory=dict)  # task run id -> monotonic start
-    shown_at: dict = field(default_factory=dict)  # (task, kind) -> log timestamp shown
-    order: list = field(default_factory=list)  # task names in the order they started
+    names: dict = field(default_factory=dict)  # task run id -> stage name
+    states: dict = field(default_factory=dict)  # task run id -> last state name seen
+    started: dict = field(default_factory=dict)  # task run id -> start time
+    ended: set = field(default_factory=set)
+    seen: set = field(default_factory=set)  # log ids printed (or thinned)
+    shown_at: dict = field(default_factory=dict)  # (stage, kind) -> timestamp shown
 
-    def task_runs(self, runs, ends: bool = True) -> None:
-        """Print each stage's start, state changes (a retry) and, with `ends`, its end.
-        A stage that started and ended between two polls is started first, so that its
-        lines come between its start and its end."""
-        for run in sorted(runs, key=lambda r: r.start_time or r.expected_start_time or NEVER):
+    def poll(self, runs, logs, now: datetime, flush: bool = False) -> None:
+        """Print what the task runs and logs say happened up to `now - LAG_S` (everything
+        with `flush`), in time order."""
+        events = []
+        for run in runs:
+            self.names.setdefault(run.id, run.name)
             state = run.state.name if run.state else "Pending"
             final = run.state is not None and run.state.is_final()
             if run.id not in self.started and (state == "Running" or final):
-                self.start(run)
-            name, before = self.tasks.setdefault(run.id, (run.name, state))
-            if state == before or (final and not ends):
-                continue
-            self.tasks[run.id] = (name, state)
-            if final:
-                seconds = time.monotonic() - self.started[run.id]
-                mark = "✓" if run.state.is_completed() else "✗"
-                self.echo(f"{mark} {name} {state.lower()} in {seconds:.0f} s")
-            elif run.id in self.started and state != "Running":
-                self.echo(f"↻ {name} {state.lower()}")
+                events.append((run.start_time or now, START, run))
+            if final and run.id not in self.ended:
+                events.append((run.end_time or now, END, run))
+            if run.id in self.started and not final and state != self.states.get(run.id):
+                if state != "Running":
+                    self.echo(f"↻ {run.name} {state.lower()}")  # e.g. AwaitingRetry
+            self.states[run.id] = state
+        events += [(e.timestamp, LINE, e) for e in logs if e.id not in self.seen]
+        cutoff = NEVER if flush else now - timedelta(seconds=LAG_S)
+        for when, kind, item in sorted(events, key=lambda event: event[:2]):
+            if when > cutoff:
+                continue  # read again next poll
+            if kind == START:
+                self.start(item, when)
+            elif kind == END:
+                self.end(item, when)
+            else:
+                self.line(item)
 
-    def start(self, run) -> None:
-        self.order.append(run.name)
-        self.started[run.id] = time.monotonic()
-        self.tasks[run.id] = (run.name, "Running")
-        of = f" ({len(self.order)}/{self.total})" if self.total else ""
+    def start(self, run, when: datetime) -> None:
+        self.started[run.id] = when
+        of = f" ({len(self.started)}/{self.total})" if self.total else ""
         self.echo(f"▶ {run.name}{of}")
 
-    def logs(self, logs) -> None:
-        """Print new log lines of the flow run, prefixed by their stage."""
-        for entry in logs:
-            if entry.id in self.seen:
-                continue
-            self.seen.add(entry.id)
-            name = self.tasks.get(entry.task_run_id, ("flow", None))[0]
-            if self.throttled(name, entry):
-                continue
-            for line in entry.message.splitlines() or [""]:
-                self.echo(f"  {name:<14} {line}")
+    def end(self, run, when: datetime) -> None:
+        self.ended.add(run.id)
+        seconds = (when - self.started.get(run.id, when)).total_seconds()
+        mark = "✓" if run.state.is_completed() else "✗"
+        self.echo(f"{mark} {run.name} {run.state.name.lower()} in {seconds:.0f} s")
 
-    def throttled(self, name: str, entry) -> bool:
-        """Whether a repeating line comes too soon after the last one of its kind."""
+    def line(self, entry) -> None:
+        """A log line, prefixed by its stage, unless a repeating kind shown too recently."""
+        self.seen.add(entry.id)
+        name = self.names.get(entry.task_run_id, "flow")
         for kind, pattern in REPEATING.items():
             if pattern.search(entry.message):
                 last = self.shown_at.get((name, kind))
                 if last is not None and entry.timestamp - last < timedelta(seconds=self.every_s):
-                    return True
+                    return
                 self.shown_at[(name, kind)] = entry.timestamp
-        return False
+        for text in entry.message.splitlines() or [""]:
+            self.echo(f"  {name:<14} {text}")
 
 
 def follow(flow_run_id, follower: Follower, poll_s: float = 2.0) -> str:
@@ -110,14 +118,12 @@ def follow(flow_run_id, follower: Follower, poll_s: float = 2.0) -> str:
             if final:  # the worker sends its last log batch after the state changes
                 time.sleep(poll_s)
             runs = client.read_task_runs(flow_run_filter=this_run)
-            follower.task_runs(runs, ends=False)  # starts first: the names of the lines
             logs = read_logs(client, flow_run_id, since)
-            follower.logs(logs)
-            follower.task_runs(runs)  # then the ends, after their stages' lines
+            follower.poll(runs, logs, datetime.now(UTC), flush=final)
             if logs:
                 since = max(since or logs[-1].timestamp, logs[-1].timestamp)
             if final:
-                return run.state.name
+                return state
             time.sleep(poll_s)
 
 

@@ -85,26 +85,9 @@ def accuracy_cell(row: dict, prefix: str = "accuracy") -> str:
     return interval_cell(row.get(prefix), row.get(f"{prefix}_low"), row.get(f"{prefix}_high"))
 
 
-CHECKPOINT_COLUMNS = (
-    "stage",
-    "step",
-    "n",
-    "accuracy [95% CI]",
-    "VAS",
-    "log10 VAS",
-    "image mass",
-    "system mass",
-)
-MODEL_COLUMNS = (
-    "stage",
-    "benchmark",
-    "n",
-    "accuracy [95% CI]",
-    "VAS",
-    "log10 VAS",
-    "image mass",
-    "system mass",
-)
+SCORE_COLUMNS = ("n", "accuracy [95% CI]", "VAS", "log10 VAS", "image mass", "system mass")
+CHECKPOINT_COLUMNS = ("stage", "step", *SCORE_COLUMNS)
+MODEL_COLUMNS = ("stage", "benchmark", *SCORE_COLUMNS)
 
 
 def score_cells(row: dict) -> list[str]:
@@ -151,7 +134,8 @@ def pipeline_tables(params) -> list[Table]:
     ):
         table = Table(title=title)
         for column in columns:
-            table.add_column(column, justify="left" if column in ("stage", "metric") else "right")
+            left = column in ("stage", "benchmark")
+            table.add_column(column, justify="left" if left else "right")
         for row in rows:
             table.add_row(*row)
         tables.append(table)

@@ -89,9 +89,9 @@ def table(rows: list[dict]) -> str:
         n = sum(r["n"] for r in runs)
         low, high = wilson(right, n)
         flagged = sum(bool(r["vas_flag"]) for r in runs)
-        vas = spread([r["vas"] for r in runs], ".3g")
-        if flagged:
-            vas += f" ({flagged} flagged)"
+        vas = spread([r["vas"] for r in runs if not r["vas_flag"]], ".3g")
+        if flagged:  # a ratio over a collapsed system mass is not shown (see avar/summary.py)
+            vas = f"flagged in {flagged} of {len(runs)}" + ("" if vas == "-" else f"; {vas}")
         cells = [
             objective,
             str(len(runs)),

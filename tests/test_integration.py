@@ -105,6 +105,7 @@ def pipeline(stack):
     log = (stack.state / "logs" / "prefect-worker.log").read_text()
     assert done.returncode == 0, done.stdout + done.stderr + log[-5000:]
     followed = done.stdout
+    assert "HTTP Request" not in done.stderr  # the terminal shows the stages, not the polling
     assert followed.rstrip().endswith("avar/full: Completed"), followed[-3000:]
     for number, stage in enumerate(STAGES, start=1):  # each stage: start, summary line, end
         assert f"▶ {stage} ({number}/{len(STAGES)})" in followed, followed[-3000:]
