@@ -40,21 +40,18 @@ def print_prepare_summary(result) -> None:
     console.print("datasets: " + ", ".join(result.datasets.values()))
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
 def vas_table(result: dict) -> Table:
-    """Per-layer VAS and masses, then the means."""
+    """Per-layer VAS (or its flag) and masses, then the means."""
     table = Table(title=f"VAS over {result['n']} records ({result['impl']})")
     for column in ("layer", "VAS", "image mass", "system mass", "text mass"):
         table.add_column(column, justify="right")
     per_layer = result["mass_per_layer"]
     for i, layer in enumerate(result["layers"]):
         masses = (per_layer[name][i] for name in ("image", "system", "text"))
-        table.add_row(str(layer), _fmt(result["vas_per_layer"][i]), *map(_fmt, masses))
+        vas = {"vas": result["vas_per_layer"][i], "vas_flag": result["vas_flag_per_layer"][i]}
+        table.add_row(str(layer), vas_cell(vas), *map(mass_cell, masses))
     means = (result[f"{name}_mass"] for name in ("image", "system", "text"))
-    table.add_row("mean", _fmt(result["vas"]), *map(_fmt, means), style="bold")
+    table.add_row("mean", vas_cell(result), *map(mass_cell, means), style="bold")
     return table
 
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from avar.config import load_params
 from avar.stages import register, vas
@@ -141,3 +142,30 @@ def test_temp_folders_of_a_killed_run_go_on_the_next_write(tmp_path):
         (out / "data.jsonl").write_text("{}\n")
     assert not stale.exists() and mine.read_text() == "keep"
     assert (tmp_path / "curated/data.jsonl").read_text() == "{}\n"
+
+
+def test_vas_table_flags_a_collapsed_layer_and_shows_tiny_masses():
+    """Two layers, one record: layer 0 image 0.3 / system 0.1 = 3; layer 1 image 0.7 /
+    system 4e-9 = 1.75e8. The mean system mass (0.05) is above the floor, but the mean of
+    the ratios (8.75e7) is layer 1's doing: the report flags it and names the layer."""
+    from rich.console import Console
+
+    from avar.eval.measure import VasSettings, report
+    from avar.segments import Segment
+    from avar.summary import vas_table
+
+    masses = torch.zeros(2, 1, 1, len(Segment))  # [L, N, H, S]
+    masses[:, 0, 0, int(Segment.IMAGE)] = torch.tensor([0.3, 0.7])
+    masses[:, 0, 0, int(Segment.SYSTEM)] = torch.tensor([0.1, 4e-9])
+    result = report(masses, [{"id": "r0"}], VasSettings(), [0, 1])
+    assert result["vas_flag_per_layer"] == [None, "system mass 4.0e-09 < 0.001"]
+    assert result["vas_flag"] == "layer 1: system mass 4.0e-09 < 0.001"
+    assert result["vas"] == pytest.approx((3 + 0.7 / 4e-9) / 2, rel=1e-5)  # kept in the JSON
+    assert result["vas_of_means"] == pytest.approx(0.5 / 0.05, rel=1e-5)
+    console = Console(record=True, width=200)
+    console.print(vas_table(result))
+    text = console.export_text()
+    assert "flagged: system mass 4.0e-09 < 0.001" in text  # layer 1's row
+    assert "flagged: layer 1: system mass 4.0e-09 < 0.001" in text  # the mean's row
+    assert "e+07" not in text and "e+08" not in text
+    assert "4e-09" in text and "3.000" in text  # the mass itself (not 0.0000); layer 0's VAS

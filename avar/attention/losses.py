@@ -11,7 +11,7 @@ Sequences without image keys (text-only records) are left out of L_enhance_img, 
 sequences without system keys out of L_suppress_sys; with none left a term is 0.
 
 The paper's L_suppress_sys is unbounded below until eps: on the tiny model alpha = beta =
-0.15 meet it by driving the system mass from about 0.02 to 1e-9, and the VAS (image /
+0.15 meet it by driving the system mass from about 0.03 to 4e-9, and the VAS (image /
 system) past 1e9. Flooring the system mass in L_suppress_sys alone is not enough: the
 softmax lets L_enhance_img take the mass from the system keys too (measured: floor 0.02,
 system mass 0.0025 and a VAS of 1.3e4 after 300 steps). The `bounded` objective (the

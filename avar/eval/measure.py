@@ -107,16 +107,30 @@ def _mean(values: torch.Tensor) -> float | None:
     return finite.mean().item() if finite.numel() else None
 
 
+def layer_flags(ratios: torch.Tensor, layer_masses: dict) -> list[str | None]:
+    """Per layer: why its VAS is not worth reading (its system mass under the floor), or
+    None. ratios [L, N]; layer_masses name -> [L, N]."""
+    rows = zip(ratios, layer_masses["image"], layer_masses["system"], strict=True)
+    return [vas_summary(_mean(r), _mean(i), _mean(s))["vas_flag"] for r, i, s in rows]
+
+
 def report(masses: torch.Tensor, records, settings: VasSettings, layers: list[int]) -> dict:
     """Dataset means, per-layer values and per-sample rows from masses [L, N, H, S]."""
     layer_masses = head_mean_masses(masses)  # name -> [L, N]
     ratios = vas_per_layer(masses)  # [L, N]
     sample_vas = ratios.mean(dim=0)  # [N]
     means = {f"{name}_mass": _mean(m.mean(dim=0)) for name, m in layer_masses.items()}
+    flags = layer_flags(ratios, layer_masses)
+    summary = vas_summary(_mean(sample_vas), means["image_mass"], means["system_mass"])
+    collapsed = [f"layer {n}: {flag}" for n, flag in zip(layers, flags, strict=True) if flag]
+    if summary["vas_flag"] is None and collapsed:  # such a layer dominates the mean ratio
+        more = f" (and {len(collapsed) - 1} more layers)" if len(collapsed) > 1 else ""
+        summary["vas_flag"] = collapsed[0] + more
     return {
         "vas": _mean(sample_vas),
-        **vas_summary(_mean(sample_vas), means["image_mass"], means["system_mass"]),
+        **summary,
         "vas_per_layer": [_mean(row) for row in ratios],
+        "vas_flag_per_layer": flags,
         "layers": layers,
         **means,
         "mass_per_layer": {name: [_mean(row) for row in m] for name, m in layer_masses.items()},
