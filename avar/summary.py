@@ -77,9 +77,9 @@ def vas_cell(row: dict) -> str:
     return number_cell(row["vas"])
 
 
-def accuracy_cell(row: dict, prefix: str = "accuracy") -> str:
+def accuracy_cell(row: dict) -> str:
     """0.203 [0.123, 0.317] from a row's accuracy and its 95% interval."""
-    return interval_cell(row.get(prefix), row.get(f"{prefix}_low"), row.get(f"{prefix}_high"))
+    return interval_cell(row.get("accuracy"), row.get("accuracy_low"), row.get("accuracy_high"))
 
 
 SCORE_COLUMNS = ("n", "accuracy [95% CI]", "VAS", "log10 VAS", "image mass", "system mass")

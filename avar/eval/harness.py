@@ -27,9 +27,6 @@ class Answers:
     correct: list[bool]
     vas: dict | None  # avar.eval.measure.report of the answers, or None
 
-    def accuracy(self) -> float:
-        return sum(self.correct) / len(self.correct)
-
     def by_category(self) -> dict[str, dict]:
         """category -> its accuracy summary (accuracy, n, correct, 95% interval)."""
         groups: dict[str, list[bool]] = defaultdict(list)

@@ -119,15 +119,16 @@ def report(masses: torch.Tensor, records, settings: VasSettings, layers: list[in
     layer_masses = head_mean_masses(masses)  # name -> [L, N]
     ratios = vas_per_layer(masses)  # [L, N]
     sample_vas = ratios.mean(dim=0)  # [N]
+    vas = _mean(sample_vas)
     means = {f"{name}_mass": _mean(m.mean(dim=0)) for name, m in layer_masses.items()}
     flags = layer_flags(ratios, layer_masses)
-    summary = vas_summary(_mean(sample_vas), means["image_mass"], means["system_mass"])
+    summary = vas_summary(vas, means["image_mass"], means["system_mass"])
     collapsed = [f"layer {n}: {flag}" for n, flag in zip(layers, flags, strict=True) if flag]
     if summary["vas_flag"] is None and collapsed:  # such a layer dominates the mean ratio
         more = f" (and {len(collapsed) - 1} more layers)" if len(collapsed) > 1 else ""
         summary["vas_flag"] = collapsed[0] + more
     return {
-        "vas": _mean(sample_vas),
+        "vas": vas,
         **summary,
         "vas_per_layer": [_mean(row) for row in ratios],
         "vas_flag_per_layer": flags,
