@@ -33,6 +33,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(params_app, name="params")
 services_app = typer.Typer(help="The local Prefect + MLflow stack.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
+benchmarks_app = typer.Typer(help="Benchmark folders: fetch and list.", no_args_is_help=True)
+app.add_typer(benchmarks_app, name="benchmarks")
 console = Console(stderr=True)
 
 ParamsFile = Annotated[Path, typer.Option("--params", help="The params file.")]
@@ -228,6 +230,9 @@ def eval_command(
     intervene: InterveneOption = None,
     limit: Annotated[int | None, typer.Option(help="First N samples per benchmark.")] = None,
     vas: Annotated[bool, typer.Option(help="Also the VAS of the answers.")] = False,
+    preset: Annotated[
+        str | None, typer.Option(help="avar, lmms-eval or vlmevalkit (default: eval.preset).")
+    ] = None,
     params: ParamsFile = Path("params.yaml"),
     overrides: Overrides = None,
 ) -> None:
@@ -235,6 +240,8 @@ def eval_command(
     from avar.eval.run import EvalRequest, evaluate, results_table
     from avar.io import write_json
 
+    if preset is not None:
+        overrides = [*(overrides or []), f"eval.preset={preset}"]
     cfg = load_params(params, overrides)
     request = EvalRequest(
         model=model,
@@ -248,6 +255,55 @@ def eval_command(
     write_json(out, report)
     Console().print(results_table(report))
     console.print(f"wrote {out}")
+
+
+@benchmarks_app.command("fetch")
+@friendly_errors
+def benchmarks_fetch(
+    names: Annotated[str, typer.Argument(help="Benchmarks, comma-separated.")],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="One folder per benchmark (default: eval.data_dir).")
+    ] = None,
+    params: ParamsFile = Path("params.yaml"),
+    overrides: Overrides = None,
+) -> None:
+    """Download benchmarks from the Hugging Face hub into their folders, as the hub lays
+    them out (only the files avar reads)."""
+    from avar.eval.benchmarks import benchmark
+    from avar.eval.hub import fetch, folder_status
+
+    cfg = load_params(params, overrides)
+    wanted = [benchmark(n.strip()).name for n in names.split(",") if n.strip()]
+    for name in wanted:
+        folder = fetch(name, data_dir or cfg.eval.data_dir)
+        found = folder_status(name, data_dir or cfg.eval.data_dir)
+        console.print(f"{name}: {len(found.files)} file(s), {found.rows} rows in {folder}")
+
+
+@benchmarks_app.command("list")
+@friendly_errors
+def benchmarks_list(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="One folder per benchmark (default: eval.data_dir).")
+    ] = None,
+    params: ParamsFile = Path("params.yaml"),
+    overrides: Overrides = None,
+) -> None:
+    """Each benchmark's folder: found, missing or unreadable, its rows and files."""
+    from rich.table import Table
+
+    from avar.eval.hub import statuses
+
+    root = Path(data_dir or load_params(params, overrides).eval.data_dir)
+    table = Table(title=f"benchmarks in {root}")
+    for column in ("benchmark", "status", "rows", "files", "from"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for found in statuses(root):
+        files = ", ".join(str(p.relative_to(found.folder)) for p in found.files[:3])
+        more = f" (+{len(found.files) - 3})" if len(found.files) > 3 else ""
+        rows = str(found.rows) if found.status == "found" else "-"
+        table.add_row(found.name, found.status, rows, files + more, found.detail)
+    Console(width=200).print(table)
 
 
 @app.command("attention-map")

@@ -37,10 +37,11 @@ def repro_command(stage: str, force: bool = False) -> list[str]:
 
 
 def stage_env(params: Params, parent_run_id: str | None) -> dict[str, str]:
-    """What a stage needs to see: the pass-through variables (`orchestrate.env` and the
-    teacher's key variable), the pipeline run, and this interpreter's scripts folder first
-    on PATH (so `dvc` and `avar` are the project's)."""
-    names = [*params.orchestrate.env, params.curate.teacher.api_key_env]
+    """What a stage needs to see: the pass-through variables (`orchestrate.env`, the
+    teacher's and the judge's key variables), the pipeline run, and this interpreter's
+    scripts folder first on PATH (so `dvc` and `avar` are the project's)."""
+    keys = [params.curate.teacher.api_key_env, params.eval.judge.api_key_env]
+    names = [*params.orchestrate.env, *keys]
     env = {k: os.environ[k] for k in names if k in os.environ}
     # Progress bars redraw ~10 times a second; in a flow's log one line per 10 s is plenty.
     env["TQDM_MININTERVAL"] = os.environ.get("TQDM_MININTERVAL", "10")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from avar.config.specs import BENCHMARK_NAMES
-from avar.eval.benchmarks import BENCHMARKS, BenchmarkDataError, benchmark, load_samples
+from avar.eval.benchmarks import BENCHMARKS, BenchmarkDataError, benchmark, load_benchmark
 
 
 def png(color=(200, 30, 30), size=(40, 30)) -> bytes:
@@ -39,7 +39,7 @@ def write_tsv(path, rows: list[dict]):
 
 
 def load(name, folder, limit=0):
-    return list(load_samples(benchmark(name), folder, limit))
+    return load_benchmark(benchmark(name), folder, limit).samples
 
 
 def test_mathvista_testmini_parquet(tmp_path):
@@ -310,8 +310,8 @@ def test_every_benchmark_is_registered():
 def test_missing_files_name_what_is_expected_and_where_from(tmp_path):
     with pytest.raises(
         BenchmarkDataError,
-        match=r"mathvista: no testmini-\*\.parquet.*"
-        r"AI4Math/MathVista",
+        match=r"mathvista: no data/testmini-\*\.parquet or testmini-\*\.parquet in .*"
+        r"AI4Math/MathVista.*`avar benchmarks fetch mathvista`",
     ):
         load("mathvista", tmp_path / "mathvista")
     with pytest.raises(ValueError, match="unknown benchmark 'mathvistaa'"):

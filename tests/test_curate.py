@@ -6,13 +6,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from loopback import JsonHandler, serve
 from PIL import Image
 
 from avar.config import ConfigError, load_params
@@ -90,21 +89,20 @@ def test_synthetic_sources_make_four_valid_sets(tmp_path, processor):
     assert (tmp_path / "curated/report.json").is_file()
 
 
-class Teacher(BaseHTTPRequestHandler):
+class Teacher(JsonHandler):
     """An OpenAI-compatible endpoint whose replies depend on the question."""
 
     calls: list[str] = []
     flaky_left = 2
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        question = body["messages"][-1]["content"][-1]["text"]
+        question = self.body()["messages"][-1]["content"][-1]["text"]
         Teacher.calls.append(question)
         if question.startswith("flaky") and Teacher.flaky_left > 0:
             Teacher.flaky_left -= 1
-            return self._reply(503, {"error": "busy"})
+            return self.reply(503, {"error": "busy"})
         if question.startswith("refused"):
-            return self._reply(400, {"error": "bad request"})
+            return self.reply(400, {"error": "bad request"})
         text = {
             "right": "<think>Anchor: a red square.\nReasoning: one.\nReflection: yes.</think>"
             "<answer>1</answer>",
@@ -112,28 +110,14 @@ class Teacher(BaseHTTPRequestHandler):
             "sloppy": "It is 1.",
             "flaky": "<think>Anchor: one square.</think><answer>1</answer>",
         }[question.split()[0]]
-        self._reply(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
-
-    def _reply(self, status: int, payload: dict):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.reply(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
 
 
 @pytest.fixture()
 def teacher_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Teacher)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     Teacher.calls, Teacher.flaky_left = [], 2
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with serve(Teacher) as url:
+        yield f"{url}/v1"
 
 
 def png(color) -> bytes:

@@ -5,17 +5,15 @@ key appears in no log line, report, cache or MLflow param. Also the scrubber by 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from loopback import JsonHandler, serve
 from PIL import Image
 
 from avar.scrub import MASK, ScrubFilter, scrub
@@ -24,31 +22,22 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-avar-test-0123456789abcdef"
 
 
-class Echo(BaseHTTPRequestHandler):
+class Echo(JsonHandler):
     """Answers every request 400 with the headers it got (as careless endpoints do)."""
 
     seen: list[str] = []
 
     def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
+        self.body()
         Echo.seen.append(self.headers.get("Authorization", ""))
         sent = self.headers.get("Authorization")
-        body = json.dumps({"error": f"bad request; you sent Authorization: {sent}"})
-        self.send_response(400)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body.encode())
-
-    def log_message(self, *args):
-        pass
+        self.reply(400, {"error": f"bad request; you sent Authorization: {sent}"})
 
 
 @pytest.fixture()
 def echo_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with serve(Echo) as url:
+        yield f"{url}/v1"
 
 
 def test_a_key_echoed_by_the_teacher_is_nowhere(tmp_path, echo_url):

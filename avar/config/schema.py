@@ -471,6 +471,59 @@ class VasConfig:
 
 
 @dataclass
+class JudgeConfig(TeacherConfig):
+    """An LLM that extracts the final answer of a long response before avar's rules grade
+    it, as lmms-eval and VLMEvalKit do for MathVista and MathVerse."""
+
+    cache: str = "data/cache/judge.jsonl"
+    """Reply cache: a response already judged (same model, prompt and settings) is never
+    sent again."""
+    max_new_tokens: int = 64
+    """Length limit of the extracted answer."""
+    timeout: float = 60.0
+    """Seconds per request."""
+
+
+TEMPLATE_FIELDS = ("question", "stem", "options", "query")
+
+
+def _check_template(template: str | None, key: str) -> None:
+    import string
+
+    if template is None:
+        return
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as err:
+        raise ConfigError(key, f"not a valid template ({err})") from None
+    unknown = sorted(names - set(TEMPLATE_FIELDS))
+    _require(not unknown, key, f"a template with fields from {list(TEMPLATE_FIELDS)}", template)
+
+
+@dataclass
+class PromptConfig:
+    """One benchmark's prompt over the preset's; a field left null keeps the preset's."""
+
+    choice: str | None = None
+    """Template of a question with options: {question}, {stem}, {options}, {query}."""
+    free: str | None = None
+    """Template of every other question (the same fields)."""
+    system_prompt: str | None = None
+    """The system turn; "" for none of avar's (the chat template's default)."""
+    min_pixels: int | None = None
+    """Smallest image area the image processor resizes to; 0: the model section's."""
+    max_pixels: int | None = None
+    """Largest image area the image processor resizes to; 0: the model section's."""
+
+    def check(self, key: str) -> None:
+        _check_template(self.choice, f"{key}.choice")
+        _check_template(self.free, f"{key}.free")
+        for name in ("min_pixels", "max_pixels"):
+            value = getattr(self, name)
+            _require(value is None or value >= 0, f"{key}.{name}", "an int >= 0", value)
+
+
+@dataclass
 class EvalConfig:
     benches: list[str] = field(default_factory=lambda: ["synthetic"])
     """Benchmarks to evaluate every checkpoint on (BENCHMARK_NAMES; each has a loader in
@@ -490,9 +543,36 @@ class EvalConfig:
     """Training-free intervention, e.g. `alpha=0.2,layers=2-8`; empty disables it."""
     metrics: str = "metrics/eval.json"
     """Where the scores of every checkpoint are written."""
+    preset: Literal["avar", "lmms-eval", "vlmevalkit"] = "avar"
+    """Prompts, system prompt and pixel bounds per benchmark: avar's own, or those of
+    lmms-eval or VLMEvalKit for Qwen2.5-VL (avar.eval.presets; README: Evaluation)."""
+    prompts: dict[str, PromptConfig] = field(default_factory=dict)
+    """Per benchmark, over the preset: templates, system prompt, pixel bounds."""
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    """`kind: http` or `local`: an LLM extracts each final answer, avar's rules grade it, and
+    both scores are reported; `none` (the default): avar's rules alone."""
+    max_bad_rows: float = 0.01
+    """Share of a benchmark's rows that may be unreadable (skipped, counted and named in the
+    results) before the evaluation stops."""
 
     def check(self, key: str) -> None:
         _require(len(self.benches) > 0, f"{key}.benches", "a non-empty list", self.benches)
+        _require(
+            0 <= self.max_bad_rows <= 1,
+            f"{key}.max_bad_rows",
+            "a share in [0, 1]",
+            self.max_bad_rows,
+        )
+        unknown = [b for b in self.prompts if b not in BENCHMARK_NAMES]
+        _require(
+            not unknown,
+            f"{key}.prompts",
+            f"benchmark names from {sorted(BENCHMARK_NAMES)}",
+            unknown,
+        )
+        for name, prompt in self.prompts.items():
+            prompt.check(f"{key}.prompts.{name}")
+        self.judge.check(f"{key}.judge")
         _require(self.limit >= 0, f"{key}.limit", "an int >= 0", self.limit)
         for name in ("max_new_tokens", "batch_size"):
             value = getattr(self, name)

@@ -22,10 +22,11 @@ from PIL import Image
 
 from avar.config import Params
 from avar.curate.sources import Candidate, read_source
-from avar.curate.teacher import build_teacher, teacher_chat
+from avar.curate.teacher import teacher_chat
 from avar.curate.traces import scene_trace
 from avar.data.chats import format_response
 from avar.data.files import open_image
+from avar.endpoints import build_teacher
 from avar.grading import grade
 from avar.io import atomic_dir, write_json
 from avar.rewards import format_reward

@@ -20,11 +20,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".ti
 
 
 class BenchmarkDataError(ValueError):
-    """A benchmark file that is missing or does not parse; the message says which and where."""
+    """A benchmark file that is missing or does not parse; the message says which and where.
+    A single row's error also carries its `path`, `row` and `reason`."""
+
+    def __init__(self, message: str, path: Path | None = None, row: int = 0, reason: str = ""):
+        super().__init__(message)
+        self.path, self.row, self.reason = path, row, reason
 
 
 def row_error(path: Path, row: int, reason: str) -> BenchmarkDataError:
-    return BenchmarkDataError(f"{path}: row {row}: {reason}")
+    return BenchmarkDataError(f"{path}: row {row}: {reason}", path, row, reason)
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, dict]]:

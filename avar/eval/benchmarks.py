@@ -12,13 +12,16 @@ Files live under `<data-dir>/<bench>/` (the layouts are in the README's Evaluati
 from __future__ import annotations
 
 import ast
+import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from avar.data.files import BenchmarkDataError, decode_image, field, read_rows, row_error
 from avar.data.schema import OPTION_LETTERS, choice_question, infer_answer_type
+
+log = logging.getLogger(__name__)
 
 IMAGE_TAG = re.compile(r"<image\s*(\d+)>")
 
@@ -26,21 +29,42 @@ IMAGE_TAG = re.compile(r"<image\s*(\d+)>")
 @dataclass(frozen=True)
 class Benchmark:
     name: str
-    patterns: tuple[str, ...]
-    """Globs under `<data-dir>/<name>/`, tried in order; the first that matches is read."""
+    layouts: tuple[tuple[str, ...], ...]
+    """Ways the files lie under `<data-dir>/<name>/`, tried in order: each a set of globs
+    read together (the hub repository's layout first, then the files copied to the top)."""
     origin: str
     """Where the files come from, for the error when they are missing."""
     load_row: Callable[[dict, Path, int], dict | None]
     """(row, file, row number) -> sample, or None for a row the benchmark leaves out."""
+    repo: str = ""
+    """The Hugging Face dataset repository `avar benchmarks fetch` downloads from."""
+    fetch: tuple[str, ...] = ()
+    """The files of `repo` that are fetched (huggingface_hub allow_patterns)."""
 
 
-def sample(row_id, question, answer, images, category, choices=(), letter=False) -> dict:
-    """An evaluation sample. With `choices` (or `letter`), `answer` is an option letter."""
+@dataclass
+class Loaded:
+    """A benchmark's samples, and the rows that could not be read (file, row, reason)."""
+
+    samples: list[dict]
+    bad_rows: list[dict]
+
+
+def sample(
+    row_id, question, answer, images, category, choices=(), letter=False, query=None
+) -> dict:
+    """An evaluation sample. With `choices` (or `letter`), `answer` is an option letter.
+
+    `question` is avar's prompt (the options as `A. ...` lines and the instruction), `stem`
+    the question alone and `query` the release's own full prompt where it has one (MathVista's
+    `query`, MathVerse's `query_wo`): the harness presets build their prompts from these."""
     answer = str(answer).strip()
     answer_type = "choice" if letter else infer_answer_type(answer, choices)
     return {
         "id": str(row_id),
         "question": choice_question(question, list(choices)) if choices else question.strip(),
+        "stem": question.strip(),
+        "query": str(query).strip() if query else "",
         "answer": answer,
         "answer_type": answer_type,
         "choices": list(choices),
@@ -94,7 +118,13 @@ def mathvista(row: dict, path: Path, number: int) -> dict:
     elif row.get("unit"):
         question = f"{question} (unit: {row['unit']})"
     return sample(
-        row.get("pid", number), question, answer, [image], category, options if multi else ()
+        row.get("pid", number),
+        question,
+        answer,
+        [image],
+        category,
+        options if multi else (),
+        query=row.get("query"),
     )
 
 
@@ -126,6 +156,7 @@ def mathverse(row: dict, path: Path, number: int) -> dict | None:
         [image],
         category,
         letter=letter,
+        query=row.get("query_wo"),
     )
 
 
@@ -196,16 +227,21 @@ def mmstar(row: dict, path: Path, number: int) -> dict:
 
 
 def hallusionbench(row: dict, path: Path, number: int) -> dict:
-    """VLMEvalKit's HallusionBench.tsv (index, image base64, question, answer Yes/No,
-    category, l2-category) or the release's HallusionBench.json (question, gt_answer 1/0,
-    filename relative to the file, category, subcategory; no filename: text-only)."""
+    """lmms-lab/HallusionBench parquet (`image` and `non_image` splits: question, gt_answer
+    "1"/"0", image struct, empty in non_image), the release's HallusionBench.json (the same
+    fields, `filename` relative to the file; none: text-only) or VLMEvalKit's
+    HallusionBench.tsv (index, image base64, question, answer Yes/No, category)."""
     question = field(row, "question", path, number)
     if "gt_answer" in row:
-        answer = {"1": "Yes", "0": "No"}.get(str(row["gt_answer"]))
+        answer = {"1": "Yes", "0": "No"}.get(str(row["gt_answer"]).strip())
         if answer is None:
             raise row_error(path, number, f"gt_answer must be 1 or 0, got {row['gt_answer']!r}")
-        filename = row.get("filename")
-        images = [decode_image(filename, path.parent, path, number)] if filename else []
+        if row.get("image"):
+            images = [decode_image(row["image"], path.parent, path, number)]
+        elif row.get("filename") and str(row.get("visual_input", "1")) != "0":
+            images = [decode_image(row["filename"], path.parent, path, number)]
+        else:
+            images = []
         category = "/".join(str(row[k]) for k in ("category", "subcategory") if row.get(k))
         row_id = "_".join(
             str(row.get(k, ""))
@@ -226,59 +262,91 @@ def synthetic(row: dict, path: Path, number: int) -> dict:
     """avar's own records (data.jsonl, images relative to it): the synthetic suite."""
     images = [decode_image(p, path.parent, path, number) for p in row.get("images", [])]
     fields = ("id", "question", "answer", "answer_type", "choices", "category")
-    return {**{k: field(row, k, path, number) for k in fields}, "images": images}
+    record = {k: field(row, k, path, number) for k in fields}
+    return {**record, "stem": record["question"], "query": "", "images": images}
 
+
+HUB = "huggingface.co/datasets/"
 
 BENCHMARKS = {
     b.name: b
     for b in (
         Benchmark(
             "mathvista",
-            ("testmini-*.parquet", "*.parquet"),
-            "huggingface.co/datasets/AI4Math/MathVista (data/testmini-*.parquet)",
+            (("data/testmini-*.parquet",), ("testmini-*.parquet",)),
+            f"{HUB}AI4Math/MathVista (data/testmini-*.parquet)",
             mathvista,
+            "AI4Math/MathVista",
+            ("data/testmini-*.parquet",),
         ),
         Benchmark(
             "mathvision",
-            ("test-*.parquet", "*.parquet"),
-            "huggingface.co/datasets/MathLLMs/MathVision (data/test-*.parquet)",
+            (
+                ("data/test-*.parquet",),
+                ("test-*.parquet",),
+                ("data/testmini-*.parquet",),
+                ("testmini-*.parquet",),
+            ),
+            f"{HUB}MathLLMs/MathVision (data/test-*.parquet)",
             mathvision,
+            "MathLLMs/MathVision",
+            ("data/test-*.parquet",),
         ),
         Benchmark(
             "mathverse",
-            ("testmini*.parquet", "*.parquet", "testmini.json"),
-            "huggingface.co/datasets/AI4Math/MathVerse (testmini parquet, or testmini.json with "
-            "its images; Vision Only rows)",
+            (("testmini.parquet",), ("testmini-*.parquet",), ("testmini.json",)),
+            f"{HUB}AI4Math/MathVerse (testmini.parquet, or testmini.json with its images; "
+            "Vision Only rows)",
             mathverse,
+            "AI4Math/MathVerse",
+            ("testmini.parquet",),
         ),
         Benchmark(
             "mmmu",
-            ("*/validation-*.parquet", "validation-*.parquet"),
-            "huggingface.co/datasets/MMMU/MMMU (<Subject>/validation-*.parquet)",
+            (("*/validation-*.parquet",), ("validation-*.parquet",)),
+            f"{HUB}MMMU/MMMU (<Subject>/validation-*.parquet)",
             mmmu,
+            "MMMU/MMMU",
+            ("*/validation-*.parquet",),
         ),
         Benchmark(
             "mmmu_pro",
-            ("standard*/test-*.parquet", "vision/test-*.parquet", "*.parquet"),
-            "huggingface.co/datasets/MMMU/MMMU_Pro (standard (10 options)/test-*.parquet)",
+            (
+                ("standard (10 options)/test-*.parquet",),
+                ("vision/test-*.parquet",),
+                ("test-*.parquet",),
+            ),
+            f"{HUB}MMMU/MMMU_Pro (standard (10 options)/test-*.parquet)",
             mmmu_pro,
+            "MMMU/MMMU_Pro",
+            ("standard (10 options)/test-*.parquet",),
         ),
         Benchmark(
             "mmstar",
-            ("*.parquet", "MMStar.tsv"),
-            "huggingface.co/datasets/Lin-Chen/MMStar (mmstar.parquet) or VLMEvalKit's MMStar.tsv",
+            (("mmstar.parquet",), ("*.parquet",), ("MMStar.tsv",)),
+            f"{HUB}Lin-Chen/MMStar (mmstar.parquet) or VLMEvalKit's MMStar.tsv",
             mmstar,
+            "Lin-Chen/MMStar",
+            ("mmstar.parquet",),
         ),
         Benchmark(
             "hallusionbench",
-            ("HallusionBench.tsv", "HallusionBench.json"),
+            (
+                ("data/image-*.parquet", "data/non_image-*.parquet"),
+                ("image-*.parquet", "non_image-*.parquet"),
+                ("HallusionBench.tsv",),
+                ("HallusionBench.json",),
+            ),
+            f"{HUB}lmms-lab/HallusionBench (data/image-*.parquet, data/non_image-*.parquet), "
             "VLMEvalKit's HallusionBench.tsv, or HallusionBench.json with its images from "
             "github.com/tianyi-lab/HallusionBench",
             hallusionbench,
+            "lmms-lab/HallusionBench",
+            ("data/*.parquet",),
         ),
         Benchmark(
             "synthetic",
-            ("data.jsonl",),
+            (("data.jsonl",),),
             "`avar prepare` (data/raw/heldout) or `avar stage curate` (data/curated/eval)",
             synthetic,
         ),
@@ -292,29 +360,80 @@ def benchmark(name: str) -> Benchmark:
     return BENCHMARKS[name]
 
 
-def bench_files(bench: Benchmark, folder: Path) -> list[Path]:
-    """The files of `bench` in `folder`, or an error naming what is expected and from where."""
-    for pattern in bench.patterns:
-        files = sorted(folder.glob(pattern))
+def find_files(bench: Benchmark, folder: Path) -> list[Path]:
+    """The files of the first layout with any file in `folder`, or [] when none has."""
+    for layout in bench.layouts:
+        files = [path for pattern in layout for path in sorted(folder.glob(pattern))]
         if files:
             return files
+    return []
+
+
+def bench_files(bench: Benchmark, folder: Path) -> list[Path]:
+    """The files of `bench` in `folder`, or an error naming what is expected and from where."""
+    files = find_files(bench, folder)
+    if files:
+        return files
+    expected = " or ".join(" + ".join(layout) for layout in bench.layouts)
+    fetch = f"; `avar benchmarks fetch {bench.name}` downloads them" if bench.repo else ""
     raise BenchmarkDataError(
-        f"{bench.name}: no {' or '.join(bench.patterns)} in {folder}; get it from {bench.origin}"
+        f"{bench.name}: no {expected} in {folder}; get it from {bench.origin}{fetch}"
     )
 
 
-def load_samples(bench: Benchmark, folder: Path, limit: int = 0) -> Iterator[dict]:
-    """The samples of `bench` under `folder`, in file order; the first `limit` when > 0."""
-    count = 0
+def load_benchmark(bench: Benchmark, folder: Path, limit: int = 0, max_bad: float = 0.0) -> Loaded:
+    """The samples of `bench` under `folder`, in file order (the first `limit` when > 0).
+
+    A row that cannot be read is skipped and kept in `bad_rows` (file, row, reason) while
+    they stay at most `max_bad` of the rows tried; past that the load stops with the count
+    and the first one. A file that does not open at all stops it at once."""
+    samples: list[dict] = []
+    bad: list[dict] = []
+    first: BenchmarkDataError | None = None
     for path in bench_files(bench, folder):
         for number, row in read_rows(path):
-            item = bench.load_row(row, path, number)
-            if item is None:
+            try:
+                item = bench.load_row(row, path, number)
+            except BenchmarkDataError as err:
+                first = first or err
+                bad.append({"file": str(path), "row": number, "reason": err.reason or str(err)})
                 continue
-            yield item
-            count += 1
-            if limit and count >= limit:
-                return
+            if item is not None:
+                samples.append(item)
+            if limit and len(samples) >= limit:
+                break
+        if limit and len(samples) >= limit:
+            break
+    tried = len(samples) + len(bad)
+    if bad and len(bad) > max_bad * tried:
+        raise BenchmarkDataError(
+            f"{bench.name}: {len(bad)} of {tried} rows unreadable, more than the "
+            f"{max_bad:.0%} eval.max_bad_rows allows; first: {first}"
+        )
+    if bad:
+        log.warning("%s: %d of %d rows skipped, first: %s", bench.name, len(bad), tried, first)
+    return Loaded(samples, bad)
 
 
-__all__ = ["BENCHMARKS", "Benchmark", "BenchmarkDataError", "benchmark", "load_samples"]
+def row_count(path: Path) -> int:
+    """Rows in a benchmark file (a parquet file's from its footer, without reading it)."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception as err:  # pyarrow raises several types for a broken file
+            raise BenchmarkDataError(f"{path}: not a readable parquet file ({err})") from None
+    return sum(1 for _ in read_rows(path))
+
+
+__all__ = [
+    "BENCHMARKS",
+    "Benchmark",
+    "BenchmarkDataError",
+    "Loaded",
+    "benchmark",
+    "bench_files",
+    "load_benchmark",
+    "row_count",
+]
