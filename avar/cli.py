@@ -207,8 +207,7 @@ def vas(
         max_new_tokens=max_new_tokens,
     )
     records, root = load_records(data, limit)
-    attention = "eager" if settings.impl == "eager" else "sdpa"
-    net, processor = load(model, cfg.model, attention)
+    net, processor = load(model, cfg.model, "eager" if settings.impl == "eager" else None)
     result = measure_vas(net, processor, records, root, settings, cfg.model.system_prompt)
     result["model"], result["data"] = model, str(data)
     write_json(out, result)
@@ -412,11 +411,13 @@ def plan_command(
     cfg = load_params(params, overrides)
     ranks = launch.plan(cfg, stage)
     where = (gpus_per_node or ranks.nproc_per_node, nodes or ranks.nnodes)
-    setup = stage_setup(getattr(cfg, stage), where, seq_len, image_tokens, gpu_gb)
+    section = getattr(cfg, stage)
+    frozen = 4 if cfg.model.dtype == "fp32" else 2  # LoRA's frozen weights; auto: bf16 on GPUs
+    setup = stage_setup(section, where, seq_len, image_tokens, gpu_gb, frozen)
     name = model or cfg.model.name_or_path
     if name in ("tiny", "small"):
         name = cfg.model.init_dir
-    result = estimate(load_config(name), setup)
+    result = estimate(load_config(name), setup, section.lora)
     print("\n".join([f"{stage} on {name}", *result.lines()]))
     if not result.fits:
         raise typer.Exit(1)

@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import torch
 from safetensors.torch import load_file
 
@@ -67,7 +69,9 @@ def small_overrides(tmp: Path) -> list[str]:
 
 
 def weights(model_dir: Path) -> dict:
-    return load_file(str(model_dir / "model.safetensors"))
+    """A model folder's weights, or a LoRA checkpoint's adapter."""
+    path = model_dir / "model.safetensors"
+    return load_file(str(path if path.is_file() else model_dir / "adapter_model.safetensors"))
 
 
 def changed(before: dict, after: dict) -> float:
@@ -149,3 +153,43 @@ def wait_for_checkpoint(process, checkpoint: Path, timeout: float = 240) -> None
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert state.exists() and process.poll() is None, "the stage ended or hung before the kill"
+
+
+def kill_after(process, checkpoint: Path, timeout: float = 240) -> None:
+    """SIGKILL the stage and every process under it (torchrun puts each rank in a session
+    of its own) once `checkpoint` is complete, as a lost node would."""
+    # keep reading its output: a full pipe would block the stage before it gets there
+    drain = threading.Thread(target=process.stdout.read, daemon=True)
+    drain.start()
+    wait_for_checkpoint(process, checkpoint, timeout)
+    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    for member in tree:
+        member.kill()
+    psutil.wait_procs(tree, timeout=30)
+    process.wait()
+    drain.join(timeout=10)
+
+
+def check_kill_and_resume(tmp, stage, run, kill_at, launchers=((), (), ())) -> None:
+    """Run uninterrupted; run again, killed once checkpoint `kill_at` is saved, and resume;
+    both end with the same weights, checkpoints and checkpoint rows."""
+    ref, killed = f"{stage}_ref", f"{stage}_killed"
+    finish(avar_stage(tmp, stage, run + outputs(tmp, stage, ref), launcher=launchers[0]))
+    process = avar_stage(tmp, stage, run + outputs(tmp, stage, killed), launcher=launchers[1])
+    kill_after(process, tmp / f"checkpoints/{killed}/checkpoint-{kill_at}")
+    resumed_from = last_step(tmp / f"checkpoints/{killed}")
+    output = finish(
+        avar_stage(tmp, stage, run + outputs(tmp, stage, killed), launcher=launchers[2])
+    )
+    assert "resuming from" in output and f"checkpoint-{resumed_from}" in output, output[-2000:]
+
+    assert_same_weights(weights(tmp / f"models/{ref}"), weights(tmp / f"models/{killed}"))
+    final = last_step(tmp / f"checkpoints/{ref}")
+    assert resumed_from < final, "killed too late to test a resume"
+    assert_same_weights(
+        weights(tmp / f"checkpoints/{ref}/checkpoint-{final}"),
+        weights(tmp / f"checkpoints/{killed}/checkpoint-{final}"),
+    )
+    # every checkpoint scored once, with the uninterrupted run's numbers (greedy answers,
+    # VAS, masses and the logged losses)
+    assert rows(tmp, killed) == rows(tmp, ref)

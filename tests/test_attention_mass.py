@@ -236,3 +236,55 @@ def test_rows_key_profile_never_holds_more_than_a_chunk(grad):
         if grad:
             profile.sum().backward()
     assert seen.largest <= 4 * 600 * 16  # one chunk of 16 rows, in forward and backward
+
+
+def cpu_flash_attention(calls: list):
+    """A CPU stand-in for flash_attention_2 with its calling convention: the [B, Tk]
+    padding mask (or None), causal with the queries at the end of the keys, and the
+    output as [B, Tq, H, D]. It lets the probe's flash bookkeeping run where flash-attn
+    cannot (no GPU); the kernel itself is flash-attn's, tested upstream."""
+
+    def attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+        calls.append(None if attention_mask is None else tuple(attention_mask.shape))
+        assert attention_mask is None or attention_mask.ndim == 2  # flash gets padding only
+        groups = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+        q_len, kv_len = query.shape[2], key.shape[2]
+        allowed = torch.arange(kv_len)[None, :] <= torch.arange(q_len)[:, None] + kv_len - q_len
+        allowed = allowed[None, None]
+        if attention_mask is not None:
+            allowed = allowed & attention_mask[:, None, None, -kv_len:].bool()
+        scores = (query @ key.transpose(-1, -2)) * scaling
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        return (torch.softmax(scores, dim=-1) @ value).transpose(1, 2).contiguous(), None
+
+    return attention
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_probe_on_the_flash_attention_path_matches_the_eager_reference(
+    sharp_models, processor, visual_jsonl, text_jsonl, multi_image_chat, padding_side, monkeypatch
+):
+    """Under flash_attention_2 the model hands attention a [B, Tk] padding mask instead of
+    a 4-D one: the probe's key bookkeeping (causal offset, left padding) must give the
+    eager reference's masses, and the model's output must not change."""
+    from transformers import AttentionInterface
+
+    calls: list = []
+    monkeypatch.setitem(
+        AttentionInterface._global_mapping, "flash_attention_2", cpu_flash_attention(calls)
+    )
+    batch = mixed_batch(processor, visual_jsonl, text_jsonl, multi_image_chat, padding_side)
+    segments, keep = batch["segment_ids"], batch["attention_mask"].bool()
+    sdpa, eager = sharp_models[0]
+    with torch.no_grad():
+        expected_logits = sdpa(**model_inputs(batch)).logits
+        reference = eager_masses(eager, model_inputs(batch), segments, "response")
+    text = sdpa.config.text_config
+    monkeypatch.setattr(text, "_attn_implementation_internal", "flash_attention_2")
+    with torch.no_grad(), mass_probe(sdpa, segments, "response") as probe:
+        logits = sdpa(**model_inputs(batch)).logits
+    monkeypatch.undo()
+    assert calls and all(shape == tuple(keep.shape) for shape in calls)  # the padding mask
+    torch.testing.assert_close(logits[keep], expected_logits[keep], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(probe.masses(), reference, **TOLERANCE)

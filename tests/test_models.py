@@ -103,3 +103,12 @@ def test_unknown_family_is_rejected(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(ValueError, match="model_type 'llama' is not supported"):
         model_family(str(tmp_path))
+
+
+def test_flash_attention_where_it_cannot_run_is_one_clear_line(tiny_dir):
+    from avar.models.loader import load_model
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine can run flash attention's checks")
+    with pytest.raises(ValueError, match=r"^model\.attention: flash_attention_2 needs a CUDA GPU"):
+        load_model(str(tiny_dir), "cpu", "fp32", "flash_attention_2")

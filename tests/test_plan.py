@@ -21,7 +21,7 @@ QWEN_7B = ROOT / "tests/fixtures/qwen2_5_vl_7b"
 @pytest.fixture(scope="module")
 def qwen():
     config = load_config(str(QWEN_7B))
-    return config, *count(config)
+    return config, *count(config)[:2]
 
 
 def test_qwen_7b_counts_8_29_billion_parameters_on_the_meta_device(qwen):
@@ -78,6 +78,41 @@ def test_zero3_on_8_h100_fits_and_full_fine_tuning_on_one_does_not():
     lines = single.stdout.splitlines()
     assert "  optimizer        66.3 GB" in lines  # Adam's fp32 moments: 8 B x 8.29 B params
     assert lines[-1].startswith("does not fit: 168.1 GB needed, 72.0 GB usable")
+
+
+def test_lora_counts_r_times_inputs_plus_outputs_of_each_adapted_linear(qwen):
+    from avar.config.schema import LoraConfig
+
+    config, params, _ = qwen
+    hidden, kv, inner = 3584, 4 * 128, 18944  # Qwen2.5-VL-7B: 4 KV heads of 128
+    per_layer = 2 * (hidden + hidden) + 2 * (hidden + kv) + 3 * (hidden + inner)
+    _, _, adapters = count(config, LoraConfig(r=16))
+    assert adapters == 16 * per_layer * 28 == 40_370_176
+    _, _, with_vision = count(config, LoraConfig(r=16, vision=True))
+    vision, vision_inner = 1280, 3420  # 32 blocks: qkv, proj and the SwiGLU MLP
+    block = (vision + 3 * vision) + 2 * vision + 3 * (vision + vision_inner)
+    assert with_vision - adapters == 16 * block * 32
+    states = model_states(params, 0, Setup(lora_params=adapters, frozen_bytes=2))
+    assert states == {
+        "weights": 2 * params + 4 * adapters,  # frozen bf16 weights, fp32 adapters
+        "gradients": 4 * adapters,
+        "optimizer": 8 * adapters,
+    }
+
+
+def test_lora_on_one_24_gb_and_one_80_gb_gpu_answers_with_numbers():
+    lora = ["-S", "sft_mm.lora.r=16", "-S", "sft_mm.gradient_checkpointing=true"]
+    small = plan(*lora, "--gpus-per-node", "1", "--gpu-gb", "24", "--seq-len", "2048",
+                 "--image-tokens", "512")  # fmt: skip
+    lines = small.stdout.splitlines()
+    assert "LoRA (40.4 M adapter parameters train)" in lines[1]
+    assert "  weights          16.7 GB" in lines  # 2 B x 8.29 B frozen + 4 B x 40.4 M
+    assert "  optimizer         0.3 GB" in lines
+    assert small.returncode == 0 and lines[-1] == "fits", small.stdout
+    long = plan(*lora, "--gpus-per-node", "1", "--gpu-gb", "24", "--seq-len", "8192")
+    assert long.returncode == 1 and long.stdout.splitlines()[-1].startswith("does not fit")
+    big = plan(*lora, "--gpus-per-node", "1", "--gpu-gb", "80", "--seq-len", "8192")
+    assert big.returncode == 0, big.stdout
 
 
 def test_a_stage_that_does_not_train_is_named_and_refused():

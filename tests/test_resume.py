@@ -7,10 +7,7 @@ data order and RNG state); a checkpoint whose names do not fit the model stops t
 from __future__ import annotations
 
 import shutil
-import threading
-from pathlib import Path
 
-import psutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -18,12 +15,13 @@ from stage_runs import (
     RESUMABLE_SFT_MM,
     assert_same_weights,
     avar_stage,
+    check_kill_and_resume,
     finish,
+    kill_after,
     last_step,
     new_project,
     outputs,
     rows,
-    wait_for_checkpoint,
     weights,
 )
 
@@ -36,46 +34,6 @@ TWO_RANKS = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_p
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     return new_project(tmp_path_factory.mktemp("resume"))
-
-
-def kill_after(process, checkpoint: Path, timeout: float = 240) -> None:
-    """SIGKILL the stage and every process under it (torchrun puts each rank in a session
-    of its own) once `checkpoint` is complete, as a lost node would."""
-    # keep reading its output: a full pipe would block the stage before it gets there
-    drain = threading.Thread(target=process.stdout.read, daemon=True)
-    drain.start()
-    wait_for_checkpoint(process, checkpoint, timeout)
-    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    for member in tree:
-        member.kill()
-    psutil.wait_procs(tree, timeout=30)
-    process.wait()
-    drain.join(timeout=10)
-
-
-def check_kill_and_resume(tmp, stage, run, kill_at, launchers=((), (), ())) -> None:
-    """Run uninterrupted; run again, killed once checkpoint `kill_at` is saved, and resume;
-    both end with the same weights, checkpoints and checkpoint rows."""
-    ref, killed = f"{stage}_ref", f"{stage}_killed"
-    finish(avar_stage(tmp, stage, run + outputs(tmp, stage, ref), launcher=launchers[0]))
-    process = avar_stage(tmp, stage, run + outputs(tmp, stage, killed), launcher=launchers[1])
-    kill_after(process, tmp / f"checkpoints/{killed}/checkpoint-{kill_at}")
-    resumed_from = last_step(tmp / f"checkpoints/{killed}")
-    output = finish(
-        avar_stage(tmp, stage, run + outputs(tmp, stage, killed), launcher=launchers[2])
-    )
-    assert "resuming from" in output and f"checkpoint-{resumed_from}" in output, output[-2000:]
-
-    assert_same_weights(weights(tmp / f"models/{ref}"), weights(tmp / f"models/{killed}"))
-    final = last_step(tmp / f"checkpoints/{ref}")
-    assert resumed_from < final, "killed too late to test a resume"
-    assert_same_weights(
-        weights(tmp / f"checkpoints/{ref}/checkpoint-{final}"),
-        weights(tmp / f"checkpoints/{killed}/checkpoint-{final}"),
-    )
-    # every checkpoint scored once, with the uninterrupted run's numbers (greedy answers,
-    # VAS, masses and the logged losses)
-    assert rows(tmp, killed) == rows(tmp, ref)
 
 
 SFT_MM = RESUMABLE_SFT_MM

@@ -84,7 +84,10 @@ def ensure_registered() -> None:
 
 
 def decoder_attention(model) -> list[torch.nn.Module]:
-    """The text decoder's self-attention modules, in layer order."""
+    """The text decoder's self-attention modules, in layer order (through a peft wrapper:
+    with LoRA they hold the adapted projections)."""
+    if hasattr(model, "get_base_model"):  # peft's PeftModel
+        model = model.get_base_model()
     inner = getattr(model, "model", model)
     language_model = getattr(inner, "language_model", None)
     if language_model is None or not hasattr(language_model, "layers"):

@@ -42,6 +42,10 @@ class ModelConfig:
     """Weights dtype: `auto` is bf16 on CUDA and fp32 on CPU."""
     device: Device = "auto"
     """Where stages run: `auto` picks CUDA when available."""
+    attention: Literal["sdpa", "flash_attention_2"] = "sdpa"
+    """Attention kernel of the language model when avar trains and answers:
+    `flash_attention_2` needs a CUDA GPU and the flash-attn package (the GPU image has it).
+    The attention probe and the intervention ride on either."""
     system_prompt: str = "You are a helpful assistant."
     """System prompt put at the start of every conversation avar builds."""
     min_pixels: int = 0
@@ -94,6 +98,32 @@ class DataConfig:
         self.heldout.check(f"{key}.heldout")
 
 
+LANGUAGE_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class LoraConfig:
+    """Low-rank adapters (peft) instead of training every weight."""
+
+    r: int = 0
+    """Adapter rank; 0 trains every weight (full fine-tuning)."""
+    alpha: int = 32
+    """Scaling: the adapter's update is multiplied by alpha / r."""
+    dropout: float = 0.05
+    """Dropout on the adapter's input."""
+    target_modules: list[str] = field(default_factory=lambda: list(LANGUAGE_LINEARS))
+    """Linear layers of the language model's decoder layers that get adapters."""
+    vision: bool = False
+    """Also adapt the vision tower's blocks (attention qkv/proj and MLP)."""
+
+    def check(self, key: str) -> None:
+        _require(self.r >= 0, f"{key}.r", "an int >= 0 (0: no LoRA)", self.r)
+        if self.r:
+            _require(self.alpha > 0, f"{key}.alpha", "an int > 0", self.alpha)
+            _require(0 <= self.dropout < 1, f"{key}.dropout", "a float in [0, 1)", self.dropout)
+            _require(bool(self.target_modules), f"{key}.target_modules", "a non-empty list", [])
+
+
 @dataclass
 class TrainConfig:
     """Knobs shared by the training stages."""
@@ -131,10 +161,21 @@ class TrainConfig:
     the same params; `never` (or changed params) starts over."""
     deepspeed: str = ""
     """DeepSpeed config: `zero2` or `zero3` (avar's files), a path to a json, or empty."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """`lora.r > 0`: train low-rank adapters on the frozen model; the stage publishes the
+    merged model (a standard HF folder) with the adapter beside it in `adapter/`."""
     seed: int = 0
     """Random seed for data order and initialisation."""
 
     def check(self, key: str) -> None:
+        self.lora.check(f"{key}.lora")
+        _require(
+            not (self.lora.r and "zero3" in self.deepspeed),
+            f"{key}.deepspeed",
+            "zero2 or none with LoRA (avar merges adapters on one rank; ZeRO-3 partitions "
+            "the weights)",
+            self.deepspeed,
+        )
         for name in ("out_dir", "checkpoint_dir", "metrics"):
             value = getattr(self, name)
             _require(bool(value), f"{key}.{name}", "a non-empty path", value)

@@ -7,6 +7,7 @@ it cannot (no torchvision for its video half, or no video config), avar's image-
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -97,6 +98,7 @@ def load_model(
     """
     model_family(name_or_path)
     target = resolve_device(device)
+    require_kernel(attn_implementation)
     try:
         model, info = AutoModelForImageTextToText.from_pretrained(
             name_or_path,
@@ -121,10 +123,26 @@ def load_model(
     return model.to(target).eval()
 
 
-def load(name_or_path: str, section: ModelConfig, attn_implementation: str = "sdpa"):
+def require_kernel(attn_implementation: str) -> None:
+    """flash_attention_2 only where it can run, else one line saying what it needs."""
+    if attn_implementation != "flash_attention_2":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(
+            "model.attention: flash_attention_2 needs a CUDA GPU; use sdpa on this machine"
+        )
+    if importlib.util.find_spec("flash_attn") is None:
+        raise ValueError(
+            "model.attention: flash_attention_2 needs the flash-attn package (in avar's GPU "
+            "image; elsewhere `pip install flash-attn --no-build-isolation`), or use sdpa"
+        )
+
+
+def load(name_or_path: str, section: ModelConfig, attn_implementation: str | None = None):
     """(model, processor) of a checkpoint with the `model` section's device, dtype and pixel
     bounds: how every command and stage loads a model to run it."""
-    model = load_model(name_or_path, section.device, section.dtype, attn_implementation)
+    attention = attn_implementation or section.attention
+    model = load_model(name_or_path, section.device, section.dtype, attention)
     return model, load_processor(name_or_path, section.min_pixels, section.max_pixels)
 
 

@@ -76,8 +76,7 @@ def measure_stages(params: Params) -> dict[str, dict]:
     )
     measured = {}
     for stage, folder in stage_models(params).items():
-        attention = "eager" if cfg.impl == "eager" else "sdpa"
-        model, processor = load(folder, params.model, attention)
+        model, processor = load(folder, params.model, "eager" if cfg.impl == "eager" else None)
         report = measure_vas(model, processor, records, root, settings, params.model.system_prompt)
         measured[stage] = {k: report[k] for k in (*STAGE_KEYS, "vas_per_layer")}
         if ranks.is_main():

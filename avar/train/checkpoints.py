@@ -19,6 +19,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from avar.io import atomic_dir, replace_dir, write_json
 from avar.models.weights import check_saved, load_saved_weights, weight_files
+from avar.train.lora import is_lora, load_adapter, save_merged
 
 log = logging.getLogger(__name__)
 STAGE_FILE = "avar_stage.json"
@@ -108,10 +109,15 @@ class ExactResume(Trainer):
     """
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = model or self.model
+        if is_lora(model):  # the checkpoint holds the adapter alone
+            count = load_adapter(model, resume_from_checkpoint)
+            log.info("loaded all %d adapter tensors of %s", count, resume_from_checkpoint)
+            return
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:
             super()._load_from_checkpoint(resume_from_checkpoint, model)
             return
-        count = load_saved_weights(model or self.model, resume_from_checkpoint)
+        count = load_saved_weights(model, resume_from_checkpoint)
         log.info("loaded all %d weight tensors of %s", count, resume_from_checkpoint)
 
 
@@ -119,19 +125,25 @@ def publish_model(trainer, source_dir: str | Path, out_dir: str | Path) -> Path:
     """Save the trained model with the source checkpoint's processor files into `out_dir`.
 
     Every rank must call this (ZeRO-3 gathers the weights collectively); the main process
-    writes into `<out_dir>.partial` and swaps it into place whole.
+    writes into `<out_dir>.partial` and swaps it into place whole. A LoRA model is saved
+    merged, with its adapter in `adapter/` (the merge happens in place: call this last).
     """
     out_dir = Path(out_dir)
     staging = out_dir.with_name(f"{out_dir.name}.partial")
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    lora = is_lora(model)
     if trainer.is_world_process_zero():
         shutil.rmtree(staging, ignore_errors=True)
-    trainer.save_model(str(staging))
+        if lora:
+            model = save_merged(model, staging)
+    if not lora:
+        trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
         for path in processor_files(source_dir):
             shutil.copy2(path, staging / path.name)
         (staging / "training_args.bin").unlink(missing_ok=True)
         if not is_deepspeed_zero3_enabled():  # under ZeRO-3 the live weights are partitioned
-            check_saved(trainer.model, staging)
+            check_saved(model, staging)
         replace_dir(staging, out_dir)
     trainer.accelerator.wait_for_everyone()
     return out_dir

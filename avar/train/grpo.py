@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,7 @@ from avar.generate import vision_token_ids
 from avar.rewards import VisualAnchoredReward
 from avar.segments import Segment, encode_batch, model_inputs
 from avar.train.checkpoints import ExactResume
+from avar.train.lora import is_lora
 from avar.train.sft import LoggedStats, ProbesThroughBackward
 
 
@@ -100,7 +102,7 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
         super().__init__(*args, **kwargs)
         self.processor, self.objective = self.processing_class, objective
         self.ref_model = None
-        if objective.kl_coef > 0:
+        if objective.kl_coef > 0 and not is_lora(self.model):  # LoRA: the adapters off
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self._stats = defaultdict(list)
 
@@ -161,6 +163,10 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
         records = inputs
         batch, texts = self.rollout(model, records)
         segments = batch.pop("segment_ids")
+        ref_logps = None
+        if self.objective.kl_coef > 0:  # before the probe attaches (LoRA: the same modules)
+            with torch.no_grad(), self.reference(model) as reference:
+                ref_logps = token_logps(reference(**batch).logits, batch["input_ids"])
         with self.probing(model, segments, self.objective.reward.layers) as probe:
             logits = model(**batch).logits
         logps = token_logps(logits, batch["input_ids"])  # [N, T-1]
@@ -168,14 +174,25 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
         rewards = self.rewards(texts, records, masses)
         advantages = group_advantages(rewards["total"], self.objective.group_size).to(logps.device)
         mask = (segments[:, 1:] == Segment.RESPONSE).to(logps.device)
-        ref_logps = None
-        if self.ref_model is not None:
-            self.ref_model.to(logps.device)
-            with torch.no_grad():
-                ref_logps = token_logps(self.ref_model(**batch).logits, batch["input_ids"])
         loss, stats = grpo_loss(logps, mask, advantages, ref_logps, self.objective.kl_coef)
         self._record(rewards, stats, mask, masses)
         return (loss, logits) if return_outputs else loss
+
+    @contextmanager
+    def reference(self, model):
+        """The starting model for the KL term: its frozen copy, or with LoRA the policy with
+        its adapters switched off (no second copy of the weights)."""
+        if self.ref_model is not None:
+            yield self.ref_model.to(self.args.device)
+            return
+        core = self.accelerator.unwrap_model(model)
+        was_training = core.training
+        core.eval()  # no adapter dropout in the reference pass
+        try:
+            with core.disable_adapter():
+                yield core
+        finally:
+            core.train(was_training)
 
     def _record(self, rewards: dict, stats: dict, mask: torch.Tensor, masses: torch.Tensor):
         for name, values in rewards.items():  # each term visible: its mean and spread

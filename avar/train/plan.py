@@ -11,7 +11,9 @@ estimates the memory of one GPU, in four parts:
   divides the rest; offloading the optimizer moves the divided part to CPU memory. These
   equal DeepSpeed's own estimators (`estimate_zero{2,3}_model_states_mem_needs`). Without
   DeepSpeed (plain data parallel) every rank holds fp32 weights, fp32 gradients and Adam's
-  two moments: 16 B/param.
+  two moments: 16 B/param. With LoRA the model's own weights are frozen, in the weights
+  dtype (2 B/param in bf16), and only the adapters (fp32) have gradients and Adam state:
+  16 B per adapter parameter (divided over the ranks under ZeRO-2).
 - activations of one micro-batch of `seq_len` tokens: per decoder layer the inputs of its
   norms, projections and SwiGLU (about 2·(8·hidden + 4·intermediate + 2·kv) bytes a token
   in bf16, attention scores not stored: SDPA/flash recompute them), the vision tower's
@@ -25,7 +27,8 @@ It is an estimate of what the model needs, not of what the allocator does: leave
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 from avar.errors import UserError
 from avar.train.arguments import zero_settings
@@ -55,6 +58,10 @@ class Setup:
     gpu_gb: float = 80.0
     headroom: float = 0.10
     """Share of the GPU's memory left for the allocator, CUDA context and NCCL."""
+    lora_params: int = 0
+    """Adapter parameters (LoRA); 0: every weight trains."""
+    frozen_bytes: int = 2
+    """Bytes per frozen weight under LoRA (2: bf16, 4: fp32)."""
 
     @property
     def ranks(self) -> int:
@@ -89,6 +96,8 @@ class Estimate:
             how += ", optimizer offloaded to CPU"
         if s.gradient_checkpointing:
             how += ", activation checkpointing"
+        if s.lora_params:
+            how += f", LoRA ({s.lora_params / 1e6:.1f} M adapter parameters train)"
         rows = [
             f"{self.params / 1e9:.2f} B parameters; {how}; {s.ranks} GPU(s) "
             f"({s.gpus_per_node} per node x {s.nodes}); micro-batch {s.micro_batch} x "
@@ -111,6 +120,14 @@ class Estimate:
 def model_states(params: int, largest_layer: int, setup: Setup) -> dict[str, float]:
     """Weights, gradients and optimizer state per GPU (bytes), as DeepSpeed counts them."""
     n = setup.ranks
+    if setup.lora_params:
+        adapters = setup.lora_params
+        shared = n if setup.zero == 2 else 1  # ZeRO-2 divides the adapters' states
+        return {
+            "weights": setup.frozen_bytes * params + 4 * adapters,
+            "gradients": 4 * adapters / shared,
+            "optimizer": 8 * adapters / shared,
+        }
     if setup.zero == 3:
         weights = 2 * params / n + 4 * largest_layer
     elif setup.zero == 2:
@@ -143,17 +160,28 @@ def activations(config, setup: Setup, bytes_per_value: int = 2) -> float:
     return values * bytes_per_value + logits
 
 
-def count(config) -> tuple[int, int]:
-    """(parameters, largest single module's own parameters) of the model `config` builds,
-    on the meta device: no memory, no weights."""
+def count(config, lora=None) -> tuple[int, int, int]:
+    """(parameters, largest single module's own parameters, LoRA adapter parameters for the
+    `lora` section, 0 without) of the model `config` builds, on the meta device: no memory,
+    no weights. An adapter of rank r on a linear layer has r x (inputs + outputs)."""
     import torch
     from transformers import AutoModelForImageTextToText
+
+    from avar.train.lora import target_pattern
 
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
     params = sum(p.numel() for p in model.parameters())
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
-    return params, largest
+    adapters = 0
+    if lora is not None and lora.r:
+        pattern = re.compile(target_pattern(lora))
+        adapters = sum(
+            lora.r * (module.in_features + module.out_features)
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and pattern.fullmatch(name)
+        )
+    return params, largest, adapters
 
 
 def load_config(name_or_path: str):
@@ -169,19 +197,30 @@ def load_config(name_or_path: str):
         raise FileNotFoundError(f"{name_or_path}: no config.json for this {where}: {err}") from None
 
 
-def estimate(config, setup: Setup) -> Estimate:
-    params, largest = count(config)
+def estimate(config, setup: Setup, lora=None) -> Estimate:
+    """The per-GPU estimate; `lora` (a LoraConfig with r > 0) sizes the adapters."""
+    params, largest, adapters = count(config, lora)
+    if adapters:
+        setup = replace(setup, lora_params=adapters)
     parts = model_states(params, largest, setup)
     parts["activations"] = activations(config, setup)
     return Estimate(params, largest, setup, parts)
 
 
-def stage_setup(section, ranks: tuple[int, int], seq_len: int, image_tokens: int, gpu_gb: float):
+def stage_setup(
+    section,
+    ranks: tuple[int, int],
+    seq_len: int,
+    image_tokens: int,
+    gpu_gb: float,
+    frozen_bytes: int = 2,
+):
     """The Setup of a training stage's section (`deepspeed`, `gradient_checkpointing`,
     `batch_size`; GRPO's forward holds `batch_size x group_size` sequences) on (GPUs per
-    node, nodes)."""
+    node, nodes); `frozen_bytes`: the weights dtype's size, for LoRA's frozen weights."""
     zero, offload = zero_settings(section.deepspeed)
     return Setup(
+        frozen_bytes=frozen_bytes,
         zero=zero,
         offload_optimizer=offload,
         gradient_checkpointing=section.gradient_checkpointing,
@@ -206,9 +245,9 @@ def longest(dataset, image_segment: int) -> tuple[int, int] | None:
     return max(sizes) if sizes else None
 
 
-def require_fit(name: str, config, setup: Setup) -> Estimate:
+def require_fit(name: str, config, setup: Setup, lora=None) -> Estimate:
     """The estimate, or DoesNotFit with `avar plan`'s lines when it does not fit."""
-    result = estimate(config, setup)
+    result = estimate(config, setup, lora)
     if not result.fits:
         raise DoesNotFit(
             f"{name} would not fit in GPU memory (run `avar plan {name}` to try settings):\n"

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerState
 from transformers.integrations import is_deepspeed_zero3_enabled
 
@@ -30,6 +31,7 @@ from avar.summary import accuracy_cell, mass_cell, vas_cell
 from avar.train.arguments import training_arguments
 from avar.train.checkpoints import TRAINER_STATE, publish_checkpoint, publish_model, resume_point
 from avar.train.grpo import GrpoObjective
+from avar.train.lora import add_lora, load_adapter
 from avar.train.scoring import ScoreCheckpoints, ScoreSet, score
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,20 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
     finished = None  # the final checkpoint, when a finished stage runs again
     if resumed_from is not None and checkpoint_step(resumed_from) >= cfg.max_steps:
         finished = resumed_from
-    model = load_model(finished or plan.model_dir, device="cpu", dtype="fp32")
+    lora = cfg.lora.r > 0
+    # full fine-tuning keeps fp32 master weights (bf16 autocast on GPUs); LoRA's frozen
+    # weights take the weights dtype (`model.dtype`: bf16 on CUDA), its adapters stay fp32.
+    # A finished LoRA stage's checkpoint holds its adapter: rebuild it on the start model.
+    dtype = "fp32"
+    if lora:
+        weights = resolve_dtype(params.model.dtype, device)
+        dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(weights, "fp32")
+    source = plan.model_dir if lora else (finished or plan.model_dir)
+    model = load_model(source, "cpu", dtype, params.model.attention)
+    if lora:
+        model = add_lora(model, cfg.lora, cfg.seed)
+        if finished:
+            load_adapter(model, finished)
     if is_deepspeed_zero3_enabled():
         # transformers' ZeRO-3 loader keeps every candidate key renaming, used or not, and
         # reverting them all on save misnames the weights (model.model.*); the model's
@@ -178,7 +193,7 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
     collator = plan.collator(processor) if plan.collator else None
     dataset = plan.build_dataset(processor)
     if device.type == "cuda" and not finished:
-        check_memory(plan, model.config, dataset, args)
+        check_memory(plan, model, dataset, args)
     trainer = plan.trainer_class(
         model=model,
         args=args,
@@ -204,7 +219,7 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
         for scores in plan.score_sets:
             row.update(score(trainer.model, processor, scores))
         save_rows(row)
-    if finished:  # the checkpoint holds the final weights as they were saved
+    if finished and not lora:  # the checkpoint holds the final weights as they were saved
         publish_checkpoint(trainer, finished, plan.model_dir, cfg.out_dir)
     else:
         publish_model(trainer, plan.model_dir, cfg.out_dir)
@@ -218,9 +233,14 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
         rows,
         trainer.state.log_history,
     )
+    peak = None  # on a GPU: what `avar plan` estimates, measured
+    if device.type == "cuda":
+        peak = round(torch.cuda.max_memory_allocated(args.device) / 1e9, 2)
+        log.info("%s: peak GPU memory %.2f GB", plan.name, peak)
     save_rows(
         steps=step,
         seconds=round(seconds, 1),
+        peak_gpu_gb=peak,
         final=result.final,
         reference=plan.reference,
         history=result.history,
@@ -229,11 +249,9 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
     return result
 
 
-def check_memory(plan: StagePlan, config, dataset, args) -> None:
+def check_memory(plan: StagePlan, model, dataset, args) -> None:
     """On a GPU, stop before training when `avar plan` says the stage does not fit, sized
     by the longest of its first training sequences (GRPO's prompts are not checked)."""
-    import torch
-
     from avar.segments import Segment
     from avar.train.plan import GB, longest, require_fit, stage_setup
 
@@ -242,6 +260,10 @@ def check_memory(plan: StagePlan, config, dataset, args) -> None:
         return
     gpu_gb = torch.cuda.get_device_properties(args.device).total_memory / GB
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    setup = stage_setup(plan.cfg, (per_node, args.world_size // per_node), *sizes, gpu_gb)
-    result = require_fit(plan.name, config, setup)
+    where = (per_node, args.world_size // per_node)
+    frozen = 2  # bytes per frozen weight (LoRA): the loaded model's own
+    if plan.cfg.lora.r:
+        frozen = next(p for p in model.parameters() if not p.requires_grad).element_size()
+    setup = stage_setup(plan.cfg, where, *sizes, gpu_gb, frozen)
+    result = require_fit(plan.name, model.config, setup, plan.cfg.lora)
     log.info("%s: about %.1f GB per GPU of %.1f GB", plan.name, result.total / GB, gpu_gb)
