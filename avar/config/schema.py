@@ -39,7 +39,9 @@ class ModelConfig:
     seed: int = 0
     """Initialisation seed of the embedded model."""
     dtype: Precision = "auto"
-    """Weights dtype: `auto` is bf16 on CUDA and fp32 on CPU."""
+    """Weights dtype where avar answers (eval, VAS, scoring) and of LoRA's frozen weights:
+    `auto` is bf16 on CUDA and fp32 on CPU. Full fine-tuning keeps fp32 master weights
+    and computes in this dtype under autocast (DeepSpeed's bf16 does the same)."""
     device: Device = "auto"
     """Where stages run: `auto` picks CUDA when available."""
     attention: Literal["sdpa", "flash_attention_2"] = "sdpa"
