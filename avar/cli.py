@@ -38,6 +38,9 @@ app.add_typer(benchmarks_app, name="benchmarks")
 console = Console(stderr=True)
 
 ParamsFile = Annotated[Path, typer.Option("--params", help="The params file.")]
+BenchDirOption = Annotated[
+    Path | None, typer.Option(help="One folder per benchmark (default: eval.data_dir).")
+]
 Overrides = Annotated[
     list[str] | None,
     typer.Option("-S", "--set", help="Override a param: section.key=value (repeatable)."),
@@ -223,9 +226,7 @@ def eval_command(
     bench: Annotated[
         str | None, typer.Option(help="Benchmarks, comma-separated (default: eval.benches).")
     ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="One folder per benchmark (default: eval.data_dir).")
-    ] = None,
+    data_dir: BenchDirOption = None,
     intervene: InterveneOption = None,
     limit: Annotated[int | None, typer.Option(help="First N samples per benchmark.")] = None,
     vas: Annotated[bool, typer.Option(help="Also the VAS of the answers.")] = False,
@@ -260,9 +261,7 @@ def eval_command(
 @friendly_errors
 def benchmarks_fetch(
     names: Annotated[str, typer.Argument(help="Benchmarks, comma-separated.")],
-    data_dir: Annotated[
-        Path | None, typer.Option(help="One folder per benchmark (default: eval.data_dir).")
-    ] = None,
+    data_dir: BenchDirOption = None,
     params: ParamsFile = Path("params.yaml"),
     overrides: Overrides = None,
 ) -> None:
@@ -282,9 +281,7 @@ def benchmarks_fetch(
 @benchmarks_app.command("list")
 @friendly_errors
 def benchmarks_list(
-    data_dir: Annotated[
-        Path | None, typer.Option(help="One folder per benchmark (default: eval.data_dir).")
-    ] = None,
+    data_dir: BenchDirOption = None,
     params: ParamsFile = Path("params.yaml"),
     overrides: Overrides = None,
 ) -> None:
