@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU smoke run: a few steps of every training stage in bf16 with flash attention, on a
-# copy of this project in a temporary folder, then one line per stage with its steps per
-# second and peak GPU memory (from the stage's metrics file), and bench/train_step.py's
-# side-by-side step on CUDA.
+# copy of this project's last commit (git archive HEAD: uncommitted changes are left out)
+# in a temporary folder, then one line per stage with its steps per second and peak GPU
+# memory (from the stage's metrics file), and bench/train_step.py's side-by-side step on
+# CUDA.
 #
 #   bash bench/gpu_smoke.sh                         # the small preset, 10 steps a stage
 #   MODEL=Qwen/Qwen2.5-VL-7B-Instruct STEPS=5 EXTRA="-S sft_mm.lora.r=16" bash bench/gpu_smoke.sh
