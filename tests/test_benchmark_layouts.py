@@ -121,47 +121,88 @@ def hub_dir(tmp_path_factory) -> Path:
     (root / "mathvista/README.md").parent.mkdir(parents=True)
     (root / "mathvista/README.md").write_text("MathVista")
     (root / "mathvista/annot_testmini.json").write_text("{}")
-    write(root / "mathvista/data/testmini-00000-of-00001-725687bf7a18d64b.parquet",
-          mathvista_rows("testmini", 4))  # fmt: skip
-    write(root / "mathvista/data/test-00000-of-00002-6b81bd7f7e2065e6.parquet",
-          mathvista_rows("test", 3))  # fmt: skip
+    write(
+        root / "mathvista/data/testmini-00000-of-00001-725687bf7a18d64b.parquet",
+        mathvista_rows("testmini", 4),
+    )
+    write(
+        root / "mathvista/data/test-00000-of-00002-6b81bd7f7e2065e6.parquet",
+        mathvista_rows("test", 3),
+    )
     vision = [
-        {"id": str(i), "question": "<image1>\nHow many cubes?", "options": [],
-         "answer": str(10 + i), "decoded_image": image(), "subject": "counting"}
+        {
+            "id": str(i),
+            "question": "<image1>\nHow many cubes?",
+            "options": [],
+            "answer": str(10 + i),
+            "decoded_image": image(),
+            "subject": "counting",
+        }
         for i in range(3)
-    ]  # fmt: skip
+    ]
     write(root / "mathvision/data/test-00000-of-00001-3532b8d3f1b4047a.parquet", vision)
     write(root / "mathvision/data/testmini-00000-of-00001-f8ff70fcb2f29b1d.parquet", vision[:1])
     verse = [
-        {"sample_index": str(i), "problem_version": version, "question": "q",
-         "query_wo": "According to the image, answer.", "answer": "AB"[i % 2],
-         "question_type": "multi-choice", "image": image(), "metadata": {"subject": "plane"}}
+        {
+            "sample_index": str(i),
+            "problem_version": version,
+            "question": "q",
+            "query_wo": "According to the image, answer.",
+            "answer": "AB"[i % 2],
+            "question_type": "multi-choice",
+            "image": image(),
+            "metadata": {"subject": "plane"},
+        }
         for i, version in enumerate(["Vision Only", "Text Lite", "Vision Only", "Vision Only"])
-    ]  # fmt: skip
+    ]
     write(root / "mathverse/testmini.parquet", verse)
-    text_only = [{"sample_index": "9", "problem_version": "Text Only", "question": "q",
-                  "answer": "C", "question_type": "multi-choice", "image": None}]  # fmt: skip
+    text_only = [
+        {
+            "sample_index": "9",
+            "problem_version": "Text Only",
+            "question": "q",
+            "answer": "C",
+            "question_type": "multi-choice",
+            "image": None,
+        }
+    ]
     write(root / "mathverse/testmini_text_only.parquet", text_only)
     for subject, n in (("Accounting", 2), ("Art_Theory", 3)):
         for split in ("dev", "validation", "test"):
-            write(root / f"mmmu/{subject}/{split}-00000-of-00001.parquet",
-                  mmmu_rows(split, subject, n))  # fmt: skip
+            write(
+                root / f"mmmu/{subject}/{split}-00000-of-00001.parquet",
+                mmmu_rows(split, subject, n),
+            )
     for shard in range(2):
-        write(root / f"mmmu_pro/standard (10 options)/test-0000{shard}-of-00002.parquet",
-              mmmu_pro_rows(shard, 2))  # fmt: skip
-        write(root / f"mmmu_pro/standard (4 options)/test-0000{shard}-of-00002.parquet",
-              mmmu_pro_rows(shard, 5, options=4))  # fmt: skip
-    write(root / "mmmu_pro/vision/test-00000-of-00004.parquet",
-          [{"id": "v", "image": image(), "options": "['1', '2']", "answer": "A"}])  # fmt: skip
+        write(
+            root / f"mmmu_pro/standard (10 options)/test-0000{shard}-of-00002.parquet",
+            mmmu_pro_rows(shard, 2),
+        )
+        write(
+            root / f"mmmu_pro/standard (4 options)/test-0000{shard}-of-00002.parquet",
+            mmmu_pro_rows(shard, 5, options=4),
+        )
+    write(
+        root / "mmmu_pro/vision/test-00000-of-00004.parquet",
+        [{"id": "v", "image": image(), "options": "['1', '2']", "answer": "A"}],
+    )
     stars = [
-        {"index": i, "question": "What is shown?\nOptions: A: cat, B: dog", "answer": "AB"[i % 2],
-         "category": "coarse perception", "l2_category": "scene", "image": image()}
+        {
+            "index": i,
+            "question": "What is shown?\nOptions: A: cat, B: dog",
+            "answer": "AB"[i % 2],
+            "category": "coarse perception",
+            "l2_category": "scene",
+            "image": image(),
+        }
         for i in range(3)
-    ]  # fmt: skip
+    ]
     write(root / "mmstar/mmstar.parquet", stars)
     write(root / "hallusionbench/data/image-00000-of-00001.parquet", hallusion_rows("image", 3))
-    write(root / "hallusionbench/data/non_image-00000-of-00001.parquet",
-          hallusion_rows("non_image", 2))  # fmt: skip
+    write(
+        root / "hallusionbench/data/non_image-00000-of-00001.parquet",
+        hallusion_rows("non_image", 2),
+    )
     return root
 
 

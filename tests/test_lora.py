@@ -48,13 +48,13 @@ def adapted(model) -> set[str]:
 def test_adapters_go_on_the_language_model_linears_and_the_vision_tower_on_request(tiny_dir):
     model = load_model(str(tiny_dir), "cpu", "fp32")
     layers, blocks = model.config.text_config.num_hidden_layers, model.config.vision_config.depth
+    part = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn"}
+    part |= {"o_proj": "self_attn", "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
     language = {
-        f"base_model.model.model.language_model.layers.{i}.{part}.{name}"
+        f"base_model.model.model.language_model.layers.{i}.{part[name]}.{name}"
         for i in range(layers)
         for name in LANGUAGE_LINEARS
-        for part in (("self_attn",) if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))
-                     else ("mlp",))
-    }  # fmt: skip
+    }
     wrapped = add_lora(model, LoraConfig(r=2), seed=0)
     assert adapted(wrapped) == language
     trainable = {n for n, p in wrapped.named_parameters() if p.requires_grad}

@@ -102,8 +102,17 @@ def test_lora_counts_r_times_inputs_plus_outputs_of_each_adapted_linear(qwen):
 
 def test_lora_on_one_24_gb_and_one_80_gb_gpu_answers_with_numbers():
     lora = ["-S", "sft_mm.lora.r=16", "-S", "sft_mm.gradient_checkpointing=true"]
-    small = plan(*lora, "--gpus-per-node", "1", "--gpu-gb", "24", "--seq-len", "2048",
-                 "--image-tokens", "512")  # fmt: skip
+    small = plan(
+        *lora,
+        "--gpus-per-node",
+        "1",
+        "--gpu-gb",
+        "24",
+        "--seq-len",
+        "2048",
+        "--image-tokens",
+        "512",
+    )
     lines = small.stdout.splitlines()
     assert "LoRA (40.4 M adapter parameters train)" in lines[1]
     assert "  weights          16.7 GB" in lines  # 2 B x 8.29 B frozen + 4 B x 40.4 M

@@ -51,8 +51,13 @@ def add_lora(model, cfg: LoraConfig, seed: int):
     wrapped = get_peft_model(model, peft_cfg)
     trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     total = sum(p.numel() for p in wrapped.parameters())
-    log.info("LoRA r=%d: %d of %d parameters train (%.2f%%)", cfg.r, trainable, total,
-             100 * trainable / total)  # fmt: skip
+    log.info(
+        "LoRA r=%d: %d of %d parameters train (%.2f%%)",
+        cfg.r,
+        trainable,
+        total,
+        100 * trainable / total,
+    )
     return wrapped
 
 
