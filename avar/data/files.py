@@ -36,11 +36,10 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """(row number, row) of a .parquet, .tsv, .json or .jsonl file; rows count from 1."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
+        opened = parquet_file(path)
         try:
-            table = pq.read_table(path)
-        except Exception as err:  # pyarrow raises several types for a broken file
+            table = opened.read()
+        except Exception as err:  # a footer that reads over a broken body
             raise BenchmarkDataError(f"{path}: not a readable parquet file ({err})") from None
         yield from enumerate(table.to_pylist(), start=1)
     elif suffix == ".tsv":
@@ -64,6 +63,23 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
             yield number, row
     else:
         raise BenchmarkDataError(f"{path}: unsupported file type {suffix!r}")
+
+
+def parquet_file(path: Path):
+    """An opened parquet file (footer read, no rows yet), or an error naming the file."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a broken file
+        raise BenchmarkDataError(f"{path}: not a readable parquet file ({err})") from None
+
+
+def row_count(path: Path) -> int:
+    """Rows in a benchmark file (a parquet file's from its footer, without reading it)."""
+    if path.suffix.lower() == ".parquet":
+        return parquet_file(path).metadata.num_rows
+    return sum(1 for _ in read_rows(path))
 
 
 def _json_row(path: Path, number: int, line: str) -> dict:

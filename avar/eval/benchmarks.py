@@ -18,7 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from avar.data.files import BenchmarkDataError, decode_image, field, read_rows, row_error
+from avar.data.files import (
+    BenchmarkDataError,
+    decode_image,
+    field,
+    read_rows,
+    row_count,
+    row_error,
+)
 from avar.data.schema import OPTION_LETTERS, choice_question, infer_answer_type
 
 log = logging.getLogger(__name__)
@@ -413,18 +420,6 @@ def load_benchmark(bench: Benchmark, folder: Path, limit: int = 0, max_bad: floa
     if bad:
         log.warning("%s: %d of %d rows skipped, first: %s", bench.name, len(bad), tried, first)
     return Loaded(samples, bad)
-
-
-def row_count(path: Path) -> int:
-    """Rows in a benchmark file (a parquet file's from its footer, without reading it)."""
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.ParquetFile(path).metadata.num_rows
-        except Exception as err:  # pyarrow raises several types for a broken file
-            raise BenchmarkDataError(f"{path}: not a readable parquet file ({err})") from None
-    return sum(1 for _ in read_rows(path))
 
 
 __all__ = [

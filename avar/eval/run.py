@@ -102,15 +102,11 @@ def evaluate(request: EvalRequest, params: Params) -> dict:
             with_vas=request.vas,
             progress=True,
         )
-        overall = accuracy_summary(answers.correct)
         rows = answers.rows()
         for row, text in zip(rows, texts, strict=True):
             row["prompt"] = text
         result = {
-            "n": len(items),
-            "accuracy": overall["accuracy"],
-            "accuracy_low": overall["low"],
-            "accuracy_high": overall["high"],
+            **scored(answers.correct),
             "categories": answers.by_category(),
             **{k: (answers.vas or {}).get(k) for k in SUMMARY_KEYS},
             "harness": how.describe(),
@@ -121,14 +117,7 @@ def evaluate(request: EvalRequest, params: Params) -> dict:
         metrics[f"{prefix}/bad_rows"] = len(result["bad_rows"])
         if judge is not None:
             judged = judge.grade(items, texts, answers.responses)
-            summary = accuracy_summary(judged.correct)
-            result["judge"] = {
-                "n": summary["n"],
-                "accuracy": summary["accuracy"],
-                "accuracy_low": summary["low"],
-                "accuracy_high": summary["high"],
-                "failed": judged.failed,
-            }
+            result["judge"] = {**scored(judged.correct), "failed": judged.failed}
             for row, extracted, ok in zip(rows, judged.extracted, judged.correct, strict=True):
                 row["judge_extracted"], row["judge_correct"] = extracted, ok
             categories = [item["category"] for item in items]
@@ -146,6 +135,17 @@ def evaluate(request: EvalRequest, params: Params) -> dict:
         "limit": request.limit,
         "metrics": metrics,
         "benchmarks": results,
+    }
+
+
+def scored(correct: list[bool]) -> dict:
+    """n, accuracy and its 95% interval, under the names the results use."""
+    summary = accuracy_summary(correct)
+    return {
+        "n": summary["n"],
+        "accuracy": summary["accuracy"],
+        "accuracy_low": summary["low"],
+        "accuracy_high": summary["high"],
     }
 
 
