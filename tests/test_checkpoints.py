@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
+from transformers.trainer_utils import rotate_checkpoints
 
 from avar.train.checkpoints import STAGE_FILE, resume_point
 
@@ -48,3 +51,33 @@ def test_an_empty_folder_is_taken(tmp_path):
     folder.mkdir()
     assert resume_point(folder, FINGERPRINT, "auto") is None
     assert (folder / STAGE_FILE).is_file()
+
+
+def checkpoint(folder, step: int, complete: bool = True, mtime: float | None = None):
+    path = folder / f"checkpoint-{step}"
+    path.mkdir()
+    (path / "trainer_state.json").write_text("{}")
+    if complete:
+        (path / "model.safetensors").write_bytes(b"")
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+@pytest.mark.parametrize("complete", [False, True])
+def test_a_half_pruned_old_checkpoint_does_not_make_the_trainer_prune_a_newer_one(
+    tmp_path, complete
+):
+    """A run killed while the Trainer pruned checkpoint-2 left it with the newest mtime;
+    the Trainer prunes by mtime, so after the resume it would keep checkpoint-2 and delete
+    checkpoint-6. The resume puts the mtimes back in step order."""
+    folder = tmp_path / "checkpoints"
+    resume_point(folder, FINGERPRINT, "auto")
+    now = time.time()
+    checkpoint(folder, 4, mtime=now - 30)
+    checkpoint(folder, 6, mtime=now - 20)
+    checkpoint(folder, 2, complete=complete, mtime=now - 10)  # touched by the killed prune
+    assert resume_point(folder, FINGERPRINT, "auto") == str(folder / "checkpoint-6")
+    checkpoint(folder, 8)  # the resumed run saves, then the Trainer prunes to 2
+    rotate_checkpoints(str(folder), save_total_limit=2, use_mtime=True)
+    assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import time
 from pathlib import Path
 
 from transformers import Trainer
 from transformers.integrations import is_deepspeed_zero3_enabled
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import get_last_checkpoint, sort_checkpoints
 
 from avar.io import atomic_dir, replace_dir, write_json
 from avar.models.weights import check_saved, load_saved_weights, weight_files
@@ -41,6 +43,7 @@ def resume_point(checkpoint_dir: str | Path, fingerprint: dict, resume: str) -> 
     saved = json.loads(stage_file.read_text()) if stage_file.is_file() else None
     if last and resume == "auto" and saved == fingerprint:
         log.info("resuming from %s", last)
+        restore_pruning_order(folder)
         return last
     if folder.is_dir() and any(folder.iterdir()):
         reason = "resume is 'never'" if resume == "never" else "other params, data or weights"
@@ -84,6 +87,27 @@ def last_complete_checkpoint(folder: Path) -> str | None:
         log.warning("removing %s: it was not saved completely", last)
         shutil.rmtree(last)
     return None
+
+
+def restore_pruning_order(folder: Path) -> None:
+    """Make the Trainer's `save_total_limit` pruning delete the oldest steps again.
+
+    The Trainer prunes the checkpoints with the oldest folder mtime. A run killed while
+    pruning leaves a half-deleted old folder whose mtime is now the newest, so the next
+    prune would keep it and delete a newer checkpoint. Incomplete folders are removed and
+    the rest get mtimes in step order (2 s apart, in the past).
+    """
+    checkpoints = [Path(p) for p in sort_checkpoints(str(folder))]  # by step
+    complete = []
+    for checkpoint in checkpoints:
+        if is_complete(checkpoint):
+            complete.append(checkpoint)
+        else:
+            log.warning("removing %s: it was not saved completely", checkpoint)
+            shutil.rmtree(checkpoint)
+    start = time.time() - 2 * len(complete) - 2
+    for index, checkpoint in enumerate(complete):
+        os.utime(checkpoint, (start + 2 * index, start + 2 * index))
 
 
 def processor_files(model_dir: str | Path) -> list[Path]:
