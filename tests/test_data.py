@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -10,7 +11,8 @@ from collections import Counter
 from PIL import Image
 
 from avar.data import read_jsonl, synthesize, validate_files
-from avar.data.scenes import COLORS
+from avar.data.perception import perception_set
+from avar.data.scenes import COLORS, random_scene
 from avar.data.synth_visual import CATEGORIES
 
 
@@ -110,3 +112,26 @@ def test_generated_files_validate(visual_jsonl, text_jsonl):
 def test_records_are_sorted_json_lines(visual_jsonl):
     for line in visual_jsonl.read_text().splitlines():
         assert line == json.dumps(json.loads(line), sort_keys=True)
+
+
+def test_perception_scenes_follow_the_scene_maker():
+    """The default scenes (boxes of 16 and 26 px at 112 px, 2-3 or 4-5 objects) and a
+    maker of larger, fewer objects, as bench/perception.py trains on."""
+    standard = perception_set(40, 0, 112)
+    sides = {o["bbox"][2] - o["bbox"][0] for r, _ in standard for o in r["scene"]["objects"]}
+    assert sides == {16, 26}  # 2 * round(0.07 * 112), 2 * round(0.12 * 112)
+    for record, _ in standard:
+        lo, hi = {"easy": (2, 3), "medium": (4, 5)}[record["difficulty"]]
+        assert lo <= len(record["scene"]["objects"]) <= hi
+    few = functools.partial(
+        random_scene,
+        counts={"easy": (1, 1), "medium": (2, 2)},
+        extent={"small": 0.14, "large": 0.22},
+    )
+    larger = perception_set(40, 0, 112, make_scene=few)
+    for record, image in larger:
+        objects = record["scene"]["objects"]
+        assert len(objects) == {"easy": 1, "medium": 2}[record["difficulty"]]
+        for obj in objects:
+            assert obj["bbox"][2] - obj["bbox"][0] in {32, 50}  # 2 * 16, 2 * 25
+            assert image.getpixel(tuple(obj["center"])) == COLORS[obj["color"]]

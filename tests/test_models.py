@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -14,7 +15,7 @@ from avar.data import read_jsonl
 from avar.data.chats import to_messages
 from avar.models.loader import load_processor, model_family
 from avar.models.processor import ImageTextProcessor
-from avar.models.tiny import PRESETS, build_config, tokenizer_corpus
+from avar.models.tiny import PRESETS, build_config, init_tiny, tokenizer_corpus
 from avar.models.tokenizer import QWEN_SPECIAL_TOKENS, REASONING_TOKENS, train_tokenizer
 from avar.segments import collate, encode
 
@@ -80,6 +81,17 @@ def test_small_preset_size():
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
     assert 30_000_000 <= model.num_parameters() <= 100_000_000
+
+
+def test_init_tiny_takes_sizes_of_its_own(tmp_path):
+    """bench/perception.py builds variations of the tiny preset; a bad name is one line."""
+    sizes = dataclasses.replace(PRESETS["tiny"], vision_depth=4, vision_hidden=32)
+    config = json.loads((init_tiny(tmp_path / "M", sizes) / "config.json").read_text())
+    assert config["vision_config"]["depth"] == 4
+    assert config["vision_config"]["hidden_size"] == 32
+    with pytest.raises(ValueError, match=r"--preset must be one of \['small', 'tiny'\]"):
+        init_tiny(tmp_path / "N", "huge")
+    assert not (tmp_path / "N").exists()
 
 
 def test_falls_back_to_the_image_only_processor(tiny_dir):

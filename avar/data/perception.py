@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 
 from PIL import Image
 
@@ -27,7 +28,7 @@ def _unique(objects: list[dict], attr: str) -> list[dict]:
     return [o for o in objects if counts[o[attr]] == 1]
 
 
-def _question(rng: random.Random, category: str, scene: dict) -> tuple[str, str] | None:
+def perception_question(rng: random.Random, category: str, scene: dict) -> tuple[str, str] | None:
     """(question, answer) of `category` about `scene`, or None when the scene has no such."""
     objects = scene["objects"]
     if category == "count_all":
@@ -68,8 +69,15 @@ def zoomed(scene: dict, zoom: float) -> dict:
     return {**scene, "objects": [obj]}
 
 
+SceneMaker = Callable[[random.Random, int, str], dict]  # (rng, width, difficulty) -> scene
+
+
 def perception_record(
-    rng: random.Random, index: int, width: int, zoom: float | None = None
+    rng: random.Random,
+    index: int,
+    width: int,
+    zoom: float | None = None,
+    make_scene: SceneMaker = random_scene,
 ) -> tuple[dict, Image.Image]:
     """One record (schema of avar.data.schema, `response` = the answer) and its image.
 
@@ -81,10 +89,10 @@ def perception_record(
     if zoom is not None:
         category = ZOOM_CATEGORIES[index % len(ZOOM_CATEGORIES)]
     while True:
-        scene = random_scene(rng, width, difficulty)
+        scene = make_scene(rng, width, difficulty)
         if zoom is not None:
             scene = zoomed(scene, zoom)
-        qa = _question(rng, category, scene)
+        qa = perception_question(rng, category, scene)
         if qa is not None:
             break
     question, answer = qa
@@ -108,7 +116,11 @@ def perception_record(
 
 
 def perception_set(
-    n: int, seed: int, width: int, curriculum: float = 0.0
+    n: int,
+    seed: int,
+    width: int,
+    curriculum: float = 0.0,
+    make_scene: SceneMaker = random_scene,
 ) -> list[tuple[dict, Image.Image]]:
     """`n` records with their images, in memory; the same seed gives the same set.
 
@@ -118,7 +130,7 @@ def perception_set(
     rng = random.Random(f"avar-perception-{seed}")
     n_zoomed = round(curriculum * n)
     return [
-        perception_record(rng, i, width, 1 - i / n_zoomed if i < n_zoomed else None)
+        perception_record(rng, i, width, 1 - i / n_zoomed if i < n_zoomed else None, make_scene)
         for i in range(n)
     ]
 

@@ -26,21 +26,34 @@ SIZES = ("small", "large")
 OBJECTS_PER_DIFFICULTY = {"easy": (2, 3), "medium": (4, 5), "hard": (6, 8)}
 
 
-def half_extent(size: str, width: int) -> int:
+EXTENT = {"small": 0.07, "large": 0.12}  # half a box's side, as a fraction of the width
+
+
+def half_extent(size: str, width: int, extent: dict[str, float] = EXTENT) -> int:
     """Half the side of a shape's bounding box, in pixels."""
-    return max(3, round(width * (0.07 if size == "small" else 0.12)))
+    return max(3, round(width * extent[size]))
 
 
-def random_scene(rng: random.Random, width: int, difficulty: str) -> dict:
-    """Place non-overlapping random shapes; more of them for harder difficulties."""
-    lo, hi = OBJECTS_PER_DIFFICULTY[difficulty]
+def random_scene(
+    rng: random.Random,
+    width: int,
+    difficulty: str,
+    counts: dict[str, tuple[int, int]] = OBJECTS_PER_DIFFICULTY,
+    extent: dict[str, float] = EXTENT,
+) -> dict:
+    """Place non-overlapping random shapes; more of them for harder difficulties.
+
+    `counts` (objects per difficulty) and `extent` (box sizes) default to the scenes every
+    dataset is drawn from; bench/perception.py varies them for its training scenes.
+    """
+    lo, hi = counts[difficulty]
     target = rng.randint(lo, hi)
     objects: list[dict] = []
     for _ in range(200 * target):
         if len(objects) == target:
             break
         size = rng.choice(SIZES)
-        half = half_extent(size, width)
+        half = half_extent(size, width, extent)
         cx = rng.randint(half + 1, width - half - 2)
         cy = rng.randint(half + 1, width - half - 2)
         bbox = [cx - half, cy - half, cx + half, cy + half]
@@ -67,15 +80,19 @@ def draw_scene(scene: dict) -> Image.Image:
     image = Image.new("RGB", (scene["width"], scene["height"]), scene["background"])
     draw = ImageDraw.Draw(image)
     for obj in scene["objects"]:
-        fill = COLORS[obj["color"]]
-        x0, y0, x1, y1 = obj["bbox"]
-        if obj["shape"] == "circle":
-            draw.ellipse((x0, y0, x1, y1), fill=fill)
-        elif obj["shape"] == "square":
-            draw.rectangle((x0, y0, x1, y1), fill=fill)
-        else:
-            draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+        draw_shape(draw, obj, COLORS[obj["color"]])
     return image
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, obj: dict, fill) -> None:
+    """Draw one object's shape in its box with `fill` (a colour, or a label in a mask)."""
+    x0, y0, x1, y1 = obj["bbox"]
+    if obj["shape"] == "circle":
+        draw.ellipse((x0, y0, x1, y1), fill=fill)
+    elif obj["shape"] == "square":
+        draw.rectangle((x0, y0, x1, y1), fill=fill)
+    else:
+        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
 
 
 def plural(noun: str) -> str:

@@ -111,11 +111,12 @@ def build_config(preset: Preset, tokenizer) -> Qwen2_5_VLConfig:
     )
 
 
-def init_tiny(out: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
-    """Build, initialise and save a model of `preset` with its tokenizer and processor."""
-    if preset not in PRESETS:
+def init_tiny(out: str | Path, preset: str | Preset = "tiny", seed: int = 0) -> Path:
+    """Build, initialise and save a model of `preset` (a name, or sizes of its own) with its
+    tokenizer and processor."""
+    if isinstance(preset, str) and preset not in PRESETS:
         raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    sizes = PRESETS[preset]
+    sizes = PRESETS[preset] if isinstance(preset, str) else preset
     tokenizer = train_tokenizer(tokenizer_corpus(), sizes.vocab_size)
     tokenizer.chat_template = chat_template()
     config = build_config(sizes, tokenizer)
