@@ -223,6 +223,8 @@ def train(args, params, model, processor) -> dict:
     aux = DenseAux(model) if args.dense_aux else None
     trained = list(model.parameters()) + (list(aux.parameters()) if aux else [])
     optimizer = torch.optim.AdamW(trained, lr=cfg.learning_rate, weight_decay=0.0)
+    # linear warmup times a cosine over all the steps (the Trainer's cosine starts after
+    # the warmup: the same shape to within the warmup's 5%)
     warmup = max(1, round(cfg.warmup * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
