@@ -35,6 +35,8 @@ services_app = typer.Typer(help="The local Prefect + MLflow stack.", no_args_is_
 app.add_typer(services_app, name="services")
 benchmarks_app = typer.Typer(help="Benchmark folders: fetch and list.", no_args_is_help=True)
 app.add_typer(benchmarks_app, name="benchmarks")
+study_app = typer.Typer(help="The paper's findings over variants x seeds (DVC experiments).")
+app.add_typer(study_app, name="study")
 console = Console(stderr=True)
 
 ParamsFile = Annotated[Path, typer.Option("--params", help="The params file.")]
@@ -442,6 +444,61 @@ def results(params: ParamsFile = Path("params.yaml"), overrides: Overrides = Non
 
     for table in pipeline_tables(load_params(params, overrides)):
         Console().print(table)
+
+
+@study_app.callback(invoke_without_command=True)
+@friendly_errors
+def study(
+    ctx: typer.Context,
+    quick: Annotated[
+        bool, typer.Option(help="The `study.quick` grid (fewer seeds, arms, steps).")
+    ] = False,
+    jobs: Annotated[int, typer.Option(help="Experiments at once (default: study.jobs).")] = 0,
+    params: ParamsFile = Path("params.yaml"),
+    overrides: Overrides = None,
+) -> None:
+    """Run the `study` grid as DVC experiments (each variant x seed; overrides reach every
+    one), log them under one MLflow study run, and write the findings to study.report."""
+    if ctx.invoked_subcommand:
+        return
+    from avar.study.run import run_study
+
+    outcome = run_study(Path("."), params, overrides or [], quick, jobs or None, echo=console.print)
+    for line in outcome.lines():
+        console.print(line, soft_wrap=True)
+
+
+@study_app.command("correlate")
+@friendly_errors
+def study_correlate(
+    models: Annotated[str, typer.Option(help="Checkpoints, comma-separated: folders or hub ids.")],
+    bench: Annotated[str, typer.Option(help="The benchmark they all answer.")],
+    out: Annotated[Path, typer.Option(help="Results JSON (a PNG beside it).")] = Path(
+        "reports/correlate.json"
+    ),
+    limit: Annotated[int, typer.Option(help="First N questions; 0 = all.")] = 0,
+    params: ParamsFile = Path("params.yaml"),
+    overrides: Overrides = None,
+) -> None:
+    """F1 over given checkpoints: Pearson and Spearman r of accuracy with log10 VAS and with
+    image mass alone, with bootstrap intervals (study.bootstrap resamples)."""
+    from avar.study.correlate import correlate
+    from avar.summary import accuracy_cell
+
+    cfg = load_params(params, overrides)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    report = correlate(names, bench, limit, cfg, out)
+    for point in report["models"]:
+        console.print(
+            f"{point['label']}: accuracy {accuracy_cell(point)} (n={point['n']}), "
+            f"log10 VAS {point['log10_vas']:.2f}, image mass {point['image_mass']:.3f}"
+        )
+    for key, value in report["correlations"].items():
+        if isinstance(value, dict):
+            low, high = value["low"], value["high"]
+            shown = f" [{low:.2f}, {high:.2f}]" if low is not None else " (no interval)"
+            console.print(f"{key}: {value['value']:.3f}{shown} over {value['n']} models")
+    console.print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 @app.command("run")

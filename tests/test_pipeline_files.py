@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,16 @@ def lookup(tree: dict, dotted: str):
     return tree
 
 
-def names(entries: list) -> list[str]:
+def declared(entries: list) -> list[str]:
     """dvc.yaml lists entries as plain strings or {path: options} maps."""
     return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+
+def names(entries: list) -> list[str]:
+    """The entries as DVC resolves them: `${key}` is that key's value in params.yaml."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    value = lambda m: str(lookup(raw, m.group(1)))  # noqa: E731
+    return [re.sub(r"\$\{([\w.]+)\}", value, e) for e in declared(entries)]
 
 
 def test_stages_run_avar_stage_in_pipeline_order():
@@ -93,11 +101,22 @@ def test_deployment_entrypoints_are_flows(deployment):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     flow = getattr(module, function)
-    assert flow.name in ("avar", "avar-reevaluate")
+    assert flow.name in ("avar", "avar-reevaluate", "avar-study")
     for schedule in deployment.get("schedules", []):
         from prefect.client.schemas.schedules import CronSchedule
 
         CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])  # validates
+
+
+def test_templated_deps_follow_the_params_that_choose_the_starting_model():
+    """sft_mm and rl depend on the model their init_from names (a study variant changes
+    it with `dvc exp run -S`), the study stage on the model study.model names."""
+    stages = DVC["stages"]
+    assert "models/${sft_mm.init_from}" in declared(stages["sft_mm"]["deps"])
+    assert "models/${rl.init_from}" in declared(stages["rl"]["deps"])
+    assert "models/${study.model}" in declared(stages["study"]["deps"])
+    assert "models/coldstart_text" in names(stages["sft_mm"]["deps"])
+    assert "models/rl" in names(stages["study"]["deps"])
 
 
 def test_full_and_reevaluation_deployments_exist():

@@ -1,4 +1,4 @@
-"""A throwaway copy of the project (its tracked and new files, not outputs) for tests that
+"""A throwaway copy of the project (its tracked and new files, not outputs or reports) for tests that
 run the pipeline through DVC and Prefect, with params cut to a pipeline of seconds."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def copy_project(dest: Path, changes: dict | None = None) -> Path:
     )
     for name in filter(None, listed):
         source = ROOT / name
-        if source.is_file() and not name.startswith("tests/"):
+        if source.is_file() and not name.startswith(("tests/", "metrics/", "reports/")):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
     params = yaml.safe_load((dest / "params.yaml").read_text())

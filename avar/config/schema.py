@@ -12,6 +12,7 @@ from typing import Literal
 
 from avar.config.errors import ConfigError
 from avar.config.specs import BENCHMARK_NAMES, RANKED_STAGES, layer_range, parse_intervention
+from avar.config.study import StudyConfig
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -789,6 +790,7 @@ class Params:
     checkpoint_eval: CheckpointEvalConfig = field(default_factory=CheckpointEvalConfig)
     vas: VasConfig = field(default_factory=VasConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     reevaluate: ReevaluateConfig = field(default_factory=ReevaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

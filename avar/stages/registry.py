@@ -47,6 +47,18 @@ def eval_rows(report: dict) -> Rows:
     ]
 
 
+def spec_slug(spec: str) -> str:
+    """An intervention setting as MLflow allows in a metric name: alpha_0.3_layers_0-3."""
+    return spec.replace("=", "_").replace(",", "_")
+
+
+def study_rows(report: dict) -> Rows:
+    row = {f"study/{k}": v for k, v in report.items() if k != "intervened"}
+    for spec, numbers in report.get("intervened", {}).items():
+        row.update({f"study/intervened/{spec_slug(spec)}/{k}": v for k, v in numbers.items()})
+    return [(None, row)]
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage of the pipeline."""
@@ -82,6 +94,7 @@ PIPELINE = (
     Stage("rl", "rl", training_rows, trains=True, ranks=True),
     Stage("vas", "vas", vas_rows, plots=True, ranks=True),
     Stage("eval", "eval", eval_rows, ranks=True),
+    Stage("study", "study", study_rows),
     Stage("register", "register"),
 )
 STAGES = {stage.name: stage for stage in PIPELINE}
