@@ -463,7 +463,8 @@ def study(
         return
     from avar.study.run import run_study
 
-    outcome = run_study(Path("."), params, overrides or [], quick, jobs or None, echo=console.print)
+    echo = functools.partial(console.print, soft_wrap=True)
+    outcome = run_study(Path("."), params, overrides or [], quick, jobs or None, echo=echo)
     for line in outcome.lines():
         console.print(line, soft_wrap=True)
 

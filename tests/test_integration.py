@@ -37,6 +37,7 @@ STAGE_RUNS = {
     "rl",
     "vas",
     "eval",
+    "study",
     "register",
 }
 S3_ENV = {

@@ -1,5 +1,6 @@
-"""A throwaway copy of the project (its tracked and new files, not outputs or reports) for tests that
-run the pipeline through DVC and Prefect, with params cut to a pipeline of seconds."""
+"""A throwaway copy of the project (its tracked and new files, not outputs or reports) for
+tests that run the pipeline through DVC and Prefect, with params cut to a pipeline of
+seconds."""
 
 from __future__ import annotations
 

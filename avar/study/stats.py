@@ -45,8 +45,10 @@ class Estimate:
 
 
 def pearson(x, y) -> float:
-    """Pearson's r; nan when either side is constant."""
+    """Pearson's r; nan when either side is constant (or there are fewer than 2 points)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2:
+        return float("nan")
     dx, dy = x - x.mean(), y - y.mean()
     denominator = np.sqrt((dx * dx).sum() * (dy * dy).sum())
     return float((dx * dy).sum() / denominator) if denominator > 0 else float("nan")
