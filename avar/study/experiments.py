@@ -193,13 +193,12 @@ def read(
     """The experiment's measurement, grades, trained stages' metrics and params."""
     rev = revision(experiment.name, workspace)
     grades_path = str(Path(study_metrics).parent / "study" / "grades.json")
-    texts = {
-        "measurement": show(rev, study_metrics, workspace),
-        "grades": show(rev, grades_path, workspace),
-    }
-    for what, text in texts.items():
+    measurement = show(rev, study_metrics, workspace)
+    grades = show(rev, grades_path, workspace)
+    for what, text in (("measurement", measurement), ("grades", grades)):
         if text is None:
             raise ExperimentFailed(f"experiment {experiment.name} ({rev[:7]}) has no {what} file")
+    assert measurement is not None and grades is not None  # for the type checker
     stages = {}
     for stage in experiment.chain:
         text = show(rev, metrics_paths[stage], workspace)
@@ -208,8 +207,8 @@ def read(
     return Finished(
         experiment,
         rev,
-        json.loads(texts["measurement"]),
-        json.loads(texts["grades"]),
+        json.loads(measurement),
+        json.loads(grades),
         stages,
         show(rev, "params.yaml", workspace) or "",
     )

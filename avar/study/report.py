@@ -18,7 +18,7 @@ RULES = f"""Verdict rules (every interval 95%):
   +{PAPER_GAIN:.2f} (the paper's smallest gain).
 - F4: reproduced when AVAR's paired accuracy gain over every other variant lies above 0;
   not reproduced when it lies below 0 against one of them.
-Otherwise: inconclusive at this scale."""
+- Otherwise: inconclusive at this scale."""
 
 
 def cell(value, digits: int = 3) -> str:
@@ -169,8 +169,9 @@ def markdown(found: list[Finding], finished: list[Finished], about: dict, pictur
     )
     lines += [
         "",
-        "`dvc exp show` lists the same experiments with their params and metrics; "
-        "`dvc exp apply NAME` brings one into the workspace.",
+        "`dvc exp show --drop '.*' --keep "
+        "'^(Experiment|accuracy|log10_vas|image_mass|system_mass|study.model|rl.seed)$'` "
+        "lists the same experiments; `dvc exp apply NAME` brings one into the workspace.",
         "",
         RULES,
         "",

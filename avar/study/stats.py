@@ -14,8 +14,22 @@ import numpy as np
 
 # Student's t 97.5% quantiles for 1..14 degrees of freedom (seeds - 1); from 15 on, the
 # Cornish-Fisher expansion around the normal's (within 0.001 of the exact value).
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179)
-T975 += (2.160, 2.145)
+T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+)
 Z975 = 1.959963984540054
 
 

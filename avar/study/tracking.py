@@ -16,7 +16,15 @@ from avar.stages.registry import STAGES, study_rows
 from avar.study.experiments import Finished
 from avar.study.findings import Finding
 from avar.study.report import flat
-from avar.tracking.runs import client, experiment_id, git_sha, log_params, log_stage, numbers
+from avar.tracking.runs import (
+    child_run,
+    client,
+    experiment_id,
+    git_sha,
+    log_params,
+    log_stage,
+    numbers,
+)
 
 
 def start(params: Params, workspace: Path, grid: str, stamp: str) -> str:
@@ -41,20 +49,10 @@ def log_experiment(params: Params, study_id: str, finished: Finished) -> str:
     """The experiment's child run, and its trained stages' runs under it."""
     mlflow_client = client(params)
     experiment = finished.experiment
-    parent = mlflow_client.get_run(study_id)
-    run = mlflow_client.create_run(
-        parent.info.experiment_id,
-        run_name=experiment.name,
-        tags={
-            "mlflow.parentRunId": study_id,
-            "avar.kind": "study-variant",
-            "avar.variant": experiment.variant,
-            "avar.seed": str(experiment.seed if experiment.seed is not None else "none"),
-            "avar.dvc_experiment": experiment.name,
-            "avar.dvc_rev": finished.rev,
-            "avar.git_sha": parent.data.tags.get("avar.git_sha", "unknown"),
-        },
-    )
+    seed = str(experiment.seed if experiment.seed is not None else "none")
+    tags = {"avar.kind": "study-variant", "avar.variant": experiment.variant, "avar.seed": seed}
+    tags |= {"avar.dvc_experiment": experiment.name, "avar.dvc_rev": finished.rev}
+    run = child_run(mlflow_client, study_id, experiment.name, tags)
     run_id = run.info.run_id
     given = dict(item.split("=", 1) for item in experiment.overrides)
     log_params(

@@ -135,6 +135,20 @@ def numbers(row: dict, skip: tuple[str, ...] = ("step",)) -> dict[str, float]:
     }
 
 
+def child_run(mlflow_client, parent_id: str, name: str, tags: dict[str, str]):
+    """A run nested under `parent_id`: its experiment, its git SHA, `tags` besides."""
+    parent = mlflow_client.get_run(parent_id)
+    return mlflow_client.create_run(
+        parent.info.experiment_id,
+        run_name=name,
+        tags={
+            "mlflow.parentRunId": parent_id,
+            "avar.git_sha": parent.data.tags.get("avar.git_sha", "unknown"),
+            **tags,
+        },
+    )
+
+
 def log_stage(
     params: Params, stage, parent_id: str, workspace: str | Path, cached: bool = False
 ) -> str:
@@ -147,17 +161,11 @@ def log_stage(
 
     mlflow_client = client(params)
     workspace = Path(workspace)
-    parent = mlflow_client.get_run(parent_id)
-    run = mlflow_client.create_run(
-        parent.info.experiment_id,
-        run_name=stage.name,
-        tags={
-            "mlflow.parentRunId": parent_id,
-            "avar.kind": "stage",
-            "avar.stage": stage.name,
-            "avar.cached": str(cached).lower(),
-            "avar.git_sha": parent.data.tags.get("avar.git_sha", "unknown"),
-        },
+    run = child_run(
+        mlflow_client,
+        parent_id,
+        stage.name,
+        {"avar.kind": "stage", "avar.stage": stage.name, "avar.cached": str(cached).lower()},
     )
     run_id = run.info.run_id
     section = getattr(params, stage.section)
