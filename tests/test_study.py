@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 QUICK = {
     "seeds": [0, 1],
-    "variants": ["base", "text_coldstart", "mm_from_base", "avar"],
+    "variants": ["base", "text_rl", "avar"],
     "sweep": ["alpha=0.5,layers=0-3"],
     "set": [],  # the project's own small params
 }
@@ -80,18 +80,10 @@ def test_every_variant_and_seed_is_a_dvc_experiment_with_its_metrics(study):
     workspace, output, env, _ = study
     found = dvc_experiments(workspace, env)
     variants = {name.rsplit("-", 1)[0] for name in found}
-    assert variants == {
-        "base",
-        "text-coldstart-s0",
-        "text-coldstart-s1",
-        "mm-from-base-s0",
-        "mm-from-base-s1",
-        "avar-s0",
-        "avar-s1",
-    }
+    assert variants == {"base", "text-rl-s0", "text-rl-s1", "avar-s0", "avar-s1"}
     for name, experiment in found.items():
         study_params = experiment["params"]["study"]
-        expected_model = {"base": "base", "text": "coldstart_text", "mm": "sft_mm", "avar": "rl"}
+        expected_model = {"base": "base", "text": "rl", "avar": "rl"}
         assert study_params["model"] == expected_model[name.split("-")[0]], name
         grades = json.loads(git_show(workspace, experiment["rev"], "metrics/study/grades.json"))
         # every model answers the same questions: the held-out set and curate's eval split
@@ -103,7 +95,7 @@ def test_every_variant_and_seed_is_a_dvc_experiment_with_its_metrics(study):
             assert experiment["params"]["rl"]["seed"] == 1
     sweep = [e for n, e in found.items() if n.startswith(("avar", "base"))]
     assert all(list(e["study"]["intervened"]) == QUICK["sweep"] for e in sweep)
-    assert "[7/7]" in output and "F4 " in output
+    assert "[5/5]" in output and "F4 " in output
 
 
 def test_dvc_reproduces_only_what_each_model_needs_and_shares_the_rest(study):
@@ -113,24 +105,24 @@ def test_dvc_reproduces_only_what_each_model_needs_and_shares_the_rest(study):
         n.rsplit("-", 1)[0]: yaml.safe_load(git_show(workspace, e["rev"], "dvc.lock"))["stages"]
         for n, e in found.items()
     }
-    assert "coldstart_text" not in locks["mm-from-base-s0"]  # sft_mm started from base
-    assert "rl" not in locks["text-coldstart-s0"] and "sft_mm" not in locks["base"]
+    assert "sft_mm" not in locks["text-rl-s0"]  # rl started from the text cold-start
+    assert "coldstart_text" not in locks["base"] and "rl" not in locks["base"]
     assert {"coldstart_text", "sft_mm", "rl", "study"} <= set(locks["avar-s1"])
 
     def model_md5(lock: dict, stage: str) -> str:
         (out,) = [o for o in lock[stage]["outs"] if o["path"] == f"models/{stage}"]
         return out["md5"]
 
-    # avar's text cold-start is the one the text_coldstart experiment of its seed trained
+    # avar's text cold-start is the one the text_rl experiment of its seed trained
     # (DVC's run cache), and another seed trains another model
     for seed in ("s0", "s1"):
         assert model_md5(locks[f"avar-{seed}"], "coldstart_text") == model_md5(
-            locks[f"text-coldstart-{seed}"], "coldstart_text"
+            locks[f"text-rl-{seed}"], "coldstart_text"
         )
     assert model_md5(locks["avar-s0"], "coldstart_text") != model_md5(
         locks["avar-s1"], "coldstart_text"
     )
-    assert model_md5(locks["avar-s0"], "base") == model_md5(locks["mm-from-base-s1"], "base")
+    assert model_md5(locks["avar-s0"], "base") == model_md5(locks["text-rl-s1"], "base")
 
 
 def test_mlflow_holds_the_study_run_a_child_per_experiment_and_its_checkpoints(study):

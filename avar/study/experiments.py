@@ -19,7 +19,7 @@ from avar.errors import UserError
 from avar.study.grid import Experiment
 
 log = logging.getLogger(__name__)
-POLL_S = 5.0
+POLL_S = 2.0
 DONE = {"Success", "Failed"}
 
 

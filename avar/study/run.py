@@ -100,6 +100,7 @@ def run_study(
                 f"{trained} stage(s) trained after base"
             )
             run_round(batch, workspace, jobs, landed)
+        finished.sort(key=lambda f: grid.index(f.experiment))  # as listed, not as they landed
         found = findings(finished, params.study.bootstrap)
         minutes = (time.monotonic() - start) / 60
         about = {
