@@ -24,7 +24,7 @@ from avar.errors import UserError
 
 log = logging.getLogger(__name__)
 POOL = "avar-local"
-DEPLOYMENTS = ("full", "champion")
+DEPLOYMENTS = ("full", "champion", "ablations")
 
 
 AUTH_USER, AUTH_PASSWORD = "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"
@@ -171,7 +171,8 @@ def auth_env(state: Path) -> dict[str, str]:
 
 
 def up(stack: Stack, artifacts: str | None = None, backend: str | None = None) -> None:
-    """Start both servers and a worker, then deploy avar/full and avar-reevaluate/champion."""
+    """Start both servers and a worker, then deploy avar/full, avar-reevaluate/champion and
+    avar-study/ablations."""
     bin_dir, state = scripts_dir(), stack.state
     down(stack, quiet=True)
     start(

@@ -27,7 +27,9 @@ def study(
     """The study grid (`quick`: the small one) in `workspace`; returns the verdicts."""
     workspace = str(Path(workspace).resolve())
     os.chdir(workspace)  # params' relative paths (and a sqlite tracking URI) mean the workspace
-    outcome = run_study(Path(workspace), Path(params_file), overrides or [], quick, jobs or None)
+    outcome = run_study(
+        Path(workspace), Path(params_file), overrides or [], quick, jobs or None, echo=print
+    )  # print, looked up here, is the one Prefect sends to the flow run's log
     for line in outcome.lines():
         print(line)
     create_markdown_artifact(outcome.text, key="avar-study", description="The paper's findings")

@@ -117,6 +117,8 @@ def f1(finished: list[Finished], resamples: int) -> Finding:
     r = models["pearson_log10_vas"]
     if not math.isfinite(r.value):
         verdict, why = INCONCLUSIVE, "accuracy or VAS does not vary over the measured models"
+    elif r.low is None:
+        verdict, why = INCONCLUSIVE, f"Pearson r = {r.cell(2)} over {r.n} models: no interval"
     elif r.above(0):
         verdict, why = REPRODUCED, f"Pearson r = {r.cell(2)} lies above 0"
         if r.below(PAPER_R):
