@@ -93,26 +93,14 @@ def test_f1_reproduced_when_accuracy_rises_with_vas_and_refuted_when_it_does_not
 
 def test_f2_sees_the_text_cold_start_raise_vas_through_system_mass_alone():
     items = [finished("base", None, grades_at(0.1, 0), model="base")]
+    arms = (
+        ("text_coldstart", "coldstart_text", 0.1, (0.9, 0.08, 0.02)),
+        ("mm_from_base", "sft_mm", 0.2, (0.6, 0.29, 0.1)),
+    )
     for seed in range(3):
-        wobble = 0.01 * seed
-        items.append(
-            finished(
-                "text_coldstart",
-                seed,
-                grades_at(0.1, seed),
-                (0.9 + wobble, 0.08, 0.02),
-                model="coldstart_text",
-            )
-        )
-        items.append(
-            finished(
-                "mm_from_base",
-                seed,
-                grades_at(0.2, seed),
-                (0.6 + wobble, 0.29, 0.1),
-                model="sft_mm",
-            )
-        )
+        for variant, model, accuracy, (log10_vas, image, system) in arms:
+            masses = (log10_vas + 0.01 * seed, image, system)  # a little spread over seeds
+            items.append(finished(variant, seed, grades_at(accuracy, seed), masses, model=model))
     found = f2(by_variant(items))
     assert found.verdict == REPRODUCED
     assert "objection holds" in found.why  # image mass fell, system mass fell more

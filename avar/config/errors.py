@@ -16,3 +16,17 @@ class ConfigError(ValueError):
     def located(self, where: str) -> ConfigError:
         """The same error, prefixed with `file:line: `."""
         return ConfigError(self.key, self.problem, where)
+
+
+def require(ok: bool, key: str, expected: str, got: object) -> None:
+    """A ConfigError naming `key`, what was expected and what was given, unless `ok`."""
+    if not ok:
+        raise ConfigError(key, f"expected {expected}, got {got!r}")
+
+
+def require_spec(parse, text: str, key: str) -> None:
+    """`parse(text)`'s ValueError as a ConfigError naming `key`."""
+    try:
+        parse(text)
+    except ValueError as err:
+        raise ConfigError(key, str(err)) from None

@@ -11,23 +11,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from avar.config.errors import ConfigError
+from avar.config.errors import require as _require
+from avar.config.errors import require_spec as _require_spec
 from avar.config.specs import BENCHMARK_NAMES, RANKED_STAGES, layer_range, parse_intervention
 from avar.config.study import StudyConfig
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-
-
-def _require(ok: bool, key: str, expected: str, got: object) -> None:
-    if not ok:
-        raise ConfigError(key, f"expected {expected}, got {got!r}")
-
-
-def _require_spec(parse, text: str, key: str) -> None:
-    try:
-        parse(text)
-    except ValueError as err:
-        raise ConfigError(key, str(err)) from None
 
 
 @dataclass

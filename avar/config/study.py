@@ -5,15 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from avar.config.errors import ConfigError
+from avar.config.errors import require as _require
+from avar.config.errors import require_spec
 from avar.config.specs import BENCHMARK_NAMES, parse_intervention
 
 StageModel = Literal["base", "coldstart_text", "sft_mm", "rl"]
-
-
-def _require(ok: bool, key: str, expected: str, got: object) -> None:
-    if not ok:
-        raise ConfigError(key, f"expected {expected}, got {got!r}")
 
 
 def _check_overrides(items: list[str], key: str) -> None:
@@ -167,8 +163,5 @@ class StudyConfig:
 
 
 def _require_intervention(spec: str, key: str) -> None:
-    try:
-        ok = parse_intervention(spec) is not None
-    except ValueError as err:
-        raise ConfigError(key, str(err)) from None
-    _require(ok, key, "alpha=F,layers=A-B[,beta=F]", spec)
+    _require(bool(spec.strip()), key, "alpha=F,layers=A-B[,beta=F]", spec)
+    require_spec(parse_intervention, spec, key)

@@ -12,6 +12,7 @@ from avar.io import save_figure, write_json
 from avar.stages.study import measured
 from avar.study.findings import correlations
 from avar.study.plots import pyplot, scatter_fit
+from avar.study.stats import jsonable
 
 
 def correlate(models: list[str], bench: str, limit: int, params: Params, out: Path) -> dict:
@@ -42,7 +43,7 @@ def correlate(models: list[str], bench: str, limit: int, params: Params, out: Pa
     report = {
         "bench": bench,
         "models": points,
-        "correlations": {k: v.as_dict() if hasattr(v, "as_dict") else v for k, v in found.items()},
+        "correlations": jsonable(found),
     }
     write_json(out, report)
     return report

@@ -32,7 +32,6 @@ class Experiment:
     """`section.key=value` for `dvc exp run -S`: the variant's, the seed's, the study's."""
     name: str
     """The DVC experiment's name (and the MLflow child run's)."""
-    sweep: bool = False
 
     @property
     def label(self) -> str:
@@ -91,7 +90,6 @@ def experiments(
                     chain=chain(resolved, variant.model),
                     overrides=overrides,
                     name=f"{name.replace('_', '-')}{suffix}-{stamp}",
-                    sweep=variant.sweep and bool(sweep),
                 )
             )
     return found

@@ -34,7 +34,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def markdown(found: list[Finding], finished: list[Finished], about: dict, pictures: dict) -> str:
+def markdown(found: list[Finding], finished: list[Finished], about: dict) -> str:
     by_key = {f.key: f for f in found}
     lines = [
         "# avar study: the paper's findings on this model",

@@ -19,7 +19,7 @@ from avar.study.grid import Experiment, experiments, rounds
 from avar.study.plots import draw
 from avar.study.report import cell as shown
 from avar.study.report import markdown
-from avar.study.stats import Estimate
+from avar.study.stats import jsonable
 from avar.summary import accuracy_cell
 
 
@@ -37,21 +37,11 @@ class StudyOutcome:
         ]
 
 
-def as_json(value):
-    if isinstance(value, Estimate):
-        return value.as_dict()
-    if isinstance(value, dict):
-        return {str(k): as_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [as_json(v) for v in value]
-    return value
-
-
 def write_report(found, finished, about: dict, report: Path) -> list[Path]:
     """reports/study.md, study.json (the findings' numbers) and the PNGs under study/."""
     pictures = draw(finished, found, report.parent / report.stem)
-    text = markdown(found, finished, about, pictures)
-    numbers = {"about": about, "findings": [as_json(dataclasses.asdict(f)) for f in found]}
+    text = markdown(found, finished, about)
+    numbers = {"about": about, "findings": [jsonable(dataclasses.asdict(f)) for f in found]}
     data = write_json(report.with_suffix(".json"), numbers)
     return [atomic_write_text(report, text), data, *pictures.values()]
 

@@ -58,6 +58,17 @@ class Estimate:
         return {"value": self.value, "low": self.low, "high": self.high, "n": self.n}
 
 
+def jsonable(value):
+    """`value` with every Estimate in it (nested in dicts and lists) as a plain dict."""
+    if isinstance(value, Estimate):
+        return value.as_dict()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value
+
+
 def pearson(x, y) -> float:
     """Pearson's r; nan when either side is constant (or there are fewer than 2 points)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
