@@ -4,14 +4,14 @@ user gets for ZeRO-3 on 8x80 GB and for full fine-tuning on one 80 GB GPU."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+from typer.testing import CliRunner
 
+from avar.cli import app
 from avar.train.plan import Setup, count, estimate, load_config, model_states
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,22 +59,18 @@ def test_activation_checkpointing_keeps_less_than_a_quarter(qwen):
     assert kept.parts["activations"] < full / 4
 
 
-def plan(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "avar.cli", "plan", "sft_mm", "--model", str(QWEN_7B)]
-    return subprocess.run(
-        [*command, "--params", str(ROOT / "params.yaml"), *args, "-S", "sft_mm.batch_size=1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def plan(*args: str):
+    """`avar plan sft_mm` on the 7B config, in this process (the CLI as a user calls it)."""
+    command = ["plan", "sft_mm", "--model", str(QWEN_7B), "--params", str(ROOT / "params.yaml")]
+    return CliRunner().invoke(app, [*command, *args, "-S", "sft_mm.batch_size=1"])
 
 
 def test_zero3_on_8_h100_fits_and_full_fine_tuning_on_one_does_not():
     fits = plan("-S", "sft_mm.deepspeed=zero3", "--gpus-per-node", "8", "--gpu-gb", "80")
-    assert fits.returncode == 0, fits.stdout + fits.stderr
+    assert fits.exit_code == 0, fits.stdout + fits.stderr
     assert "ZeRO-3; 8 GPU(s)" in fits.stdout and fits.stdout.rstrip().endswith("fits")
     single = plan("--gpus-per-node", "1", "--gpu-gb", "80")
-    assert single.returncode == 1
+    assert single.exit_code == 1
     lines = single.stdout.splitlines()
     assert "  optimizer        66.3 GB" in lines  # Adam's fp32 moments: 8 B x 8.29 B params
     assert lines[-1].startswith("does not fit: 168.1 GB needed, 72.0 GB usable")
@@ -117,21 +113,16 @@ def test_lora_on_one_24_gb_and_one_80_gb_gpu_answers_with_numbers():
     assert "LoRA (40.4 M adapter parameters train)" in lines[1]
     assert "  weights          16.7 GB" in lines  # 2 B x 8.29 B frozen + 4 B x 40.4 M
     assert "  optimizer         0.3 GB" in lines
-    assert small.returncode == 0 and lines[-1] == "fits", small.stdout
+    assert small.exit_code == 0 and lines[-1] == "fits", small.stdout
     long = plan(*lora, "--gpus-per-node", "1", "--gpu-gb", "24", "--seq-len", "8192")
-    assert long.returncode == 1 and long.stdout.splitlines()[-1].startswith("does not fit")
+    assert long.exit_code == 1 and long.stdout.splitlines()[-1].startswith("does not fit")
     big = plan(*lora, "--gpus-per-node", "1", "--gpu-gb", "80", "--seq-len", "8192")
-    assert big.returncode == 0, big.stdout
+    assert big.exit_code == 0, big.stdout
 
 
 def test_a_stage_that_does_not_train_is_named_and_refused():
-    done = subprocess.run(
-        [sys.executable, "-m", "avar.cli", "plan", "eval", "--params", str(ROOT / "params.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 1 and "expected a training stage: base" in done.stderr
+    done = CliRunner().invoke(app, ["plan", "eval", "--params", str(ROOT / "params.yaml")])
+    assert done.exit_code == 1 and "expected a training stage: base" in done.stderr
 
 
 def test_a_stage_that_would_not_fit_stops_with_the_plan(qwen):
