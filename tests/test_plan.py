@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 from typer.testing import CliRunner
@@ -59,10 +60,11 @@ def test_activation_checkpointing_keeps_less_than_a_quarter(qwen):
     assert kept.parts["activations"] < full / 4
 
 
-def plan(*args: str):
+def plan(*args: str) -> Result:
     """`avar plan sft_mm` on the 7B config, in this process (the CLI as a user calls it)."""
     command = ["plan", "sft_mm", "--model", str(QWEN_7B), "--params", str(ROOT / "params.yaml")]
-    return CliRunner().invoke(app, [*command, *args, "-S", "sft_mm.batch_size=1"])
+    overrides = [*args, "-S", "sft_mm.batch_size=1"]
+    return CliRunner().invoke(app, [*command, *overrides], catch_exceptions=False)
 
 
 def test_zero3_on_8_h100_fits_and_full_fine_tuning_on_one_does_not():
@@ -121,7 +123,8 @@ def test_lora_on_one_24_gb_and_one_80_gb_gpu_answers_with_numbers():
 
 
 def test_a_stage_that_does_not_train_is_named_and_refused():
-    done = CliRunner().invoke(app, ["plan", "eval", "--params", str(ROOT / "params.yaml")])
+    command = ["plan", "eval", "--params", str(ROOT / "params.yaml")]
+    done = CliRunner().invoke(app, command, catch_exceptions=False)
     assert done.exit_code == 1 and "expected a training stage: base" in done.stderr
 
 
