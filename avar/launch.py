@@ -28,7 +28,7 @@ from pathlib import Path
 
 from avar.config import Params, load_params
 from avar.errors import UserError
-from avar.ranks import ENGINE_ENV, NODE_ENV, is_main
+from avar.ranks import ENGINE_ENV, NODE_ENV, is_main, leave
 from avar.scrub import ScrubFilter, scrub
 from avar.stages import stage as declared
 
@@ -85,6 +85,7 @@ def run_here(name: str, params_file: Path, overrides: list[str]) -> object:
     """Run the stage in this process (one of its ranks, or the only process); rank 0 prints
     the summary line."""
     result = declared(name).run(load_params(params_file, overrides))
+    leave()
     if is_main():
         summary = os.environ.get(SUMMARY_ENV)
         if summary:  # the launcher prints it

@@ -47,6 +47,15 @@ def start(device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
+def leave() -> None:
+    """Leave the stage's process group, once its work is done. A gloo group left for the
+    interpreter's exit can abort the rank ("terminate called without an active
+    exception"), failing a stage that had finished; not called after an error, where
+    the other ranks may still be inside a collective."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def chunks(n: int, size: int, shard: bool = True) -> list[range]:
     """The chunks (index ranges of one batch each) of `n` items that this rank computes:
     every `world`-th chunk starting at its rank, or all of them with `shard=False`."""

@@ -13,6 +13,7 @@ from grpo_steps import LengthRewarded, grpo_step
 from avar.config.schema import RlConfig
 from avar.data import read_jsonl
 from avar.models.loader import load_model, load_processor
+from avar.ranks import leave
 from avar.stages.rl import prompt_rows
 from avar.train.grpo import GrpoObjective, group_advantages
 
@@ -51,3 +52,4 @@ if __name__ == "__main__":
     (out / f"rank{trainer.args.process_index}.json").write_text(
         json.dumps({"seen": Recorded.seen, "moved": moved, "checksum": checksum})
     )
+    leave()

@@ -30,3 +30,4 @@ if __name__ == "__main__":
     answers = answer(model, processor, scores.prompts, records, 10, 2)
     if ranks.is_main():
         out.write_text(json.dumps({"row": row, "answers": answers.rows()}))
+    ranks.leave()

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -65,6 +66,47 @@ def test_the_ranked_stages_are_the_registrys():
     from avar.stages.registry import PIPELINE
 
     assert tuple(s.name for s in PIPELINE if s.ranks) == RANKED_STAGES
+
+
+class _GroupSeen:
+    """A stage that records whether it ran inside a process group, or fails."""
+
+    ranks = True
+
+    def __init__(self, fails: bool = False):
+        self.fails, self.inside = fails, None
+
+    def run(self, params):
+        self.inside = torch.distributed.is_initialized()
+        if self.fails:
+            raise RuntimeError("the stage failed")
+        return SimpleNamespace(line=lambda: "eval: done")
+
+
+def test_a_rank_leaves_its_process_group_after_its_stage_and_keeps_it_after_a_failure(
+    monkeypatch, tmp_path
+):
+    # a gloo group left to the interpreter's exit aborts ranks that had finished (CI saw
+    # "terminate called without an active exception" fail a two-rank GRPO step)
+    monkeypatch.setenv(launch.SUMMARY_ENV, str(tmp_path / "summary.txt"))
+    for fails in (False, True):
+        store = torch.distributed.FileStore(str(tmp_path / f"store{fails}"), 1)
+        torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
+        stage = _GroupSeen(fails)
+        monkeypatch.setattr(launch, "declared", lambda name, stage=stage: stage)
+        try:
+            if fails:
+                with pytest.raises(RuntimeError, match="the stage failed"):
+                    launch.run_here("eval", PARAMS, [])
+            else:
+                launch.run_here("eval", PARAMS, [])
+            assert stage.inside
+            # left after success; kept after a failure, where other ranks may still wait
+            assert torch.distributed.is_initialized() == fails
+        finally:
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+    assert (tmp_path / "summary.txt").read_text() == "eval: done\n"
 
 
 @pytest.mark.parametrize(
