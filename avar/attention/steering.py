@@ -1,11 +1,13 @@
 """Training-free intervention: steer attention toward image keys at inference.
 
-PAI-style: in layers A..B, the pre-softmax score of every image key is raised by
+PAI-style: in layers A to B (both included: `1-3` is layers 1, 2 and 3, where PAI's
+(start, end) leaves out end), the pre-softmax score of every image key is raised by
 `alpha * |score|` (and, with beta > 0, every system key lowered by `beta * |score|`).
-Only steered rows change: tokens generated after the prompt and, in a teacher-forced pass,
-the response tokens. The prompt's own rows keep the SDPA output, so the prefill is the
-plain model's. Steered rows are recomputed explicitly ([H, R, T] scores for R rows; one
-row per sequence per step while generating); no layer switches to eager attention.
+Steered rows are those whose output is an answer token, as in PAI: the prompt's last row
+(it yields the first generated token) and every generated row; in a teacher-forced pass,
+the row before the first response token and the response rows. The other prompt rows keep
+the kernel's output. Steered rows are recomputed explicitly ([H, R, T] scores for R rows;
+one row per sequence per step while generating); no layer switches to eager attention.
 
     with steer(model, spec, prompt_batch["segment_ids"]):
         model.generate(**inputs)
@@ -40,10 +42,15 @@ class Steering:
         return torch.cat([mask, mask.new_zeros(length - mask.shape[0])])
 
     def steered_rows(self, batch_index: int, positions: torch.Tensor) -> torch.Tensor:
-        """[R] bool: positions past the prompt, or response positions inside it."""
-        prompt = self.response_rows[batch_index].to(positions.device)
-        inside = positions < prompt.shape[0]
-        return ~inside | prompt[positions.clamp(max=prompt.shape[0] - 1)] & inside
+        """[R] bool: rows at an answer position or just before one (their output is the
+        answer token); answer positions are those past the prompt and its response ones."""
+        response = self.response_rows[batch_index].to(positions.device)
+        length = response.shape[0]
+
+        def answer(at: torch.Tensor) -> torch.Tensor:
+            return (at >= length) | response[at.clamp(max=length - 1)] & (at < length)
+
+        return answer(positions) | answer(positions + 1)
 
     def adjust_for(self, batch_index: int):
         """scores [..., R, T] at row positions [R] -> steered scores."""

@@ -574,7 +574,8 @@ class EvalConfig:
     batch_size: int = 8
     """Questions per generation batch."""
     intervene: str = ""
-    """Training-free intervention, e.g. `alpha=0.2,layers=2-8`; empty disables it."""
+    """Training-free intervention, e.g. `alpha=0.2,layers=2-8` (layers 2 to 8, both
+    included; PAI's (start, end) leaves out end); empty disables it."""
     metrics: str = "metrics/eval.json"
     """Where the scores of every checkpoint are written."""
     preset: Literal["avar", "lmms-eval", "vlmevalkit"] = "avar"
