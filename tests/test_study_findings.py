@@ -14,6 +14,7 @@ from avar.study.findings import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
+    STRONG,
     by_variant,
     f1,
     f2,
@@ -31,7 +32,9 @@ def grades_at(accuracy: float, seed: int) -> list[int]:
     return [int(v) for v in rng.random(len(IDS)) < accuracy]
 
 
-def finished(variant, seed, correct, masses=(0.6, 0.29, 0.105), intervened=None, model="rl"):
+def finished(
+    variant, seed, correct, masses=(0.6, 0.29, 0.105), intervened=None, model="rl", flag=None
+):
     log10_vas, image, system = masses
     experiment = Experiment(variant, seed, model, (), (), f"{variant}-s{seed}")
     measurement = {
@@ -40,7 +43,7 @@ def finished(variant, seed, correct, masses=(0.6, 0.29, 0.105), intervened=None,
         "log10_vas": log10_vas,
         "image_mass": image,
         "system_mass": system,
-        "vas_flag": None,
+        "vas_flag": flag,
     }
     grades = {"ids": IDS, "correct": list(correct), "intervened": intervened or {}}
     return Finished(experiment, "0" * 40, measurement, grades)
@@ -123,28 +126,63 @@ def test_f2_sees_the_text_cold_start_raise_vas_through_system_mass_alone():
     assert f2(by_variant(flat)).verdict in (NOT_REPRODUCED, INCONCLUSIVE)
 
 
+def right_of_200(accuracy: float) -> list[int]:
+    k = round(200 * accuracy)
+    return [1] * k + [0] * (200 - k)
+
+
+def test_f1_an_interval_under_strong_rules_the_claim_out_though_it_lies_above_0():
+    rng = np.random.default_rng(1)
+    vas = rng.normal(size=150)
+    accuracy = 0.5 + 0.04 * (0.1 * vas + rng.normal(size=150))
+    weak = [
+        finished("v", s, right_of_200(a), (v, 0.2, 0.05))
+        for s, (v, a) in enumerate(zip(vas, accuracy, strict=True))
+    ]
+    found = f1(weak, 500)
+    r = found.numbers["models"]["pearson_log10_vas"]
+    assert 0 < r.low and r.high < STRONG  # above 0, and wholly under the strong bar
+    assert found.verdict == NOT_REPRODUCED
+
+
+def test_f1_is_decided_without_flagged_models_and_reports_them_beside():
+    rising = [
+        finished("v", s, grades_at(0.1 + 0.1 * s, s), (0.5 + 0.2 * s, 0.2, 0.05)) for s in range(6)
+    ]
+    collapsed = [  # a system mass near 0: VAS huge, and these models answer badly
+        finished("w", s, grades_at(0.05, s), (9.0, 0.2, 1e-9), flag="system mass < 1e-3")
+        for s in range(3)
+    ]
+    found = f1(rising + collapsed, 500)
+    assert found.verdict == REPRODUCED
+    assert found.numbers["models"]["n"] == 6
+    assert found.numbers["models_with_flagged"]["n"] == 9
+    assert found.numbers["models_with_flagged"]["pearson_log10_vas"].value < 0.5
+    assert "left out: 3 flagged models" in found.why
+
+
 def test_f3_pairs_the_intervention_with_the_same_answers():
     plain = [grades_at(0.3, s) for s in range(3)]
     helped = [[max(g, int(i % 5 == 0)) for i, g in enumerate(row)] for row in plain]
     setting = "alpha=0.3,layers=0-3"
     items = [finished("avar", s, plain[s], intervened={setting: helped[s]}) for s in range(3)]
-    found = f3(by_variant(items), 500)
+    found = f3(by_variant(items))
     assert found.verdict == REPRODUCED
     gain = found.numbers["avar"][setting]
     assert gain.value == pytest.approx(np.mean(helped) - np.mean(plain))
     same = [finished("avar", s, plain[s], intervened={setting: plain[s]}) for s in range(3)]
-    assert f3(by_variant(same), 500).verdict == NOT_REPRODUCED
+    assert f3(by_variant(same)).verdict == NOT_REPRODUCED
 
 
 def test_f4_compares_avar_with_every_other_variant_on_paired_questions():
     items = [finished("base", None, grades_at(0.05, 9), model="base")]
     items += [finished("avar", s, grades_at(0.5, s)) for s in range(3)]
     items += [finished("text_rl", s, grades_at(0.2, s + 10)) for s in range(3)]
-    found = f4(by_variant(items), 500)
+    found = f4(by_variant(items))
     assert found.verdict == REPRODUCED
     assert set(found.numbers["avar_minus"]) == {"base", "text_rl"}
     accuracy = found.numbers["accuracy"]["avar"]
     assert accuracy.value == pytest.approx(np.mean([grades_at(0.5, s) for s in range(3)]))
     items += [finished("avar_no_visual_reward", s, grades_at(0.8, s + 20)) for s in range(3)]
-    worse = f4(by_variant(items), 500)
+    worse = f4(by_variant(items))
     assert worse.verdict == NOT_REPRODUCED and "avar_no_visual_reward" in worse.why

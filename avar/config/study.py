@@ -118,7 +118,7 @@ class StudyConfig:
     sweep: list[str] = field(default_factory=lambda: list(SWEEP))
     """F3's settings: `alpha=F,layers=A-B[,beta=F]`, as `avar eval --intervene`."""
     bootstrap: int = 2000
-    """Bootstrap resamples behind every interval of the findings."""
+    """Bootstrap resamples behind F1's correlation intervals (seed-level intervals are t ones)."""
     metrics: str = "metrics/study.json"
     """The `study` stage's numbers (per-question grades beside it, in metrics/study/)."""
     report: str = "reports/study.md"

@@ -18,9 +18,9 @@ from avar.study.experiments import Finished
 from avar.study.stats import (
     Estimate,
     bootstrap_correlation,
-    hierarchical_mean,
     paired_difference,
     pearson,
+    seed_interval,
     spearman,
     t_interval,
 )
@@ -111,23 +111,39 @@ def correlations(points: list[dict], resamples: int) -> dict:
     return found
 
 
+def f1_verdict(r: Estimate) -> tuple[str, str]:
+    """The stronger rule decides: an interval wholly under STRONG rules the claim out,
+    and only an interval above 0 that reaches STRONG counts as reproducing it."""
+    if not math.isfinite(r.value):
+        return INCONCLUSIVE, "accuracy or VAS does not vary over the measured models"
+    if r.low is None:
+        return INCONCLUSIVE, f"Pearson r = {r.cell(2)} over {r.n} models: no interval"
+    if r.below(STRONG):
+        return NOT_REPRODUCED, (
+            f"Pearson r = {r.cell(2)} over {r.n} models lies below {STRONG}: "
+            "accuracy does not track VAS closely"
+        )
+    if r.above(0):
+        why = f"Pearson r = {r.cell(2)} over {r.n} models lies above 0 and reaches {STRONG}"
+        return REPRODUCED, why + (
+            f", though below the paper's {PAPER_R}" if r.below(PAPER_R) else ""
+        )
+    return INCONCLUSIVE, f"Pearson r = {r.cell(2)} over {r.n} models includes 0"
+
+
 def f1(finished: list[Finished], resamples: int) -> Finding:
-    models = correlations(model_points(finished), resamples)
+    """Decided on the models whose VAS is measured (a collapsed system mass flags it: its
+    VAS is a ratio over almost nothing); the correlation with every model beside it."""
+    points = model_points(finished)
+    models = correlations([p for p in points if not p["flagged"]], resamples)
+    with_flagged = correlations(points, resamples)
     checkpoints = correlations(checkpoint_points(finished), resamples)
     r = models["pearson_log10_vas"]
-    if not math.isfinite(r.value):
-        verdict, why = INCONCLUSIVE, "accuracy or VAS does not vary over the measured models"
-    elif r.low is None:
-        verdict, why = INCONCLUSIVE, f"Pearson r = {r.cell(2)} over {r.n} models: no interval"
-    elif r.above(0):
-        verdict, why = REPRODUCED, f"Pearson r = {r.cell(2)} lies above 0"
-        if r.below(PAPER_R):
-            why += f", though below the paper's {PAPER_R}"
-    elif r.below(STRONG):
-        verdict = NOT_REPRODUCED
-        why = f"Pearson r = {r.cell(2)} lies below {STRONG}: accuracy does not track VAS closely"
-    else:
-        verdict, why = INCONCLUSIVE, f"Pearson r = {r.cell(2)} includes 0"
+    verdict, why = f1_verdict(r)
+    flagged = with_flagged["n"] - models["n"]
+    if flagged:
+        everyone = with_flagged["pearson_log10_vas"]
+        why += f" (left out: {flagged} flagged models; with them r = {everyone.cell(2)})"
     image = models["pearson_image_mass"]
     why += f"; image mass alone gives r = {image.cell(2)}" if finite(image.value, r.value) else ""
     return Finding(
@@ -135,7 +151,7 @@ def f1(finished: list[Finished], resamples: int) -> Finding:
         "Reasoning accuracy tracks VAS across models (paper: r = 0.9616)",
         verdict,
         why,
-        {"models": models, "checkpoints": checkpoints},
+        {"models": models, "models_with_flagged": with_flagged, "checkpoints": checkpoints},
     )
 
 
@@ -204,7 +220,7 @@ def grades(items: list[Finished], setting: str = "") -> np.ndarray:
     return np.array(rows, dtype=float)
 
 
-def f3(groups: dict[str, list[Finished]], resamples: int) -> Finding:
+def f3(groups: dict[str, list[Finished]]) -> Finding:
     claim = "A training-free intervention toward image tokens helps (paper: +1-2 points)"
     swept = {n: items for n, items in groups.items() if items[0].grades.get("intervened")}
     if not swept:
@@ -216,10 +232,8 @@ def f3(groups: dict[str, list[Finished]], resamples: int) -> Finding:
         plain = grades(items)
         rows, strict = {}, {}
         for setting in settings:
-            rows[setting] = paired_difference(grades(items, setting), plain, resamples)
-            strict[setting] = paired_difference(
-                grades(items, setting), plain, resamples, level=level
-            )
+            rows[setting] = paired_difference(grades(items, setting), plain)
+            strict[setting] = paired_difference(grades(items, setting), plain, level=level)
         numbers[name] = rows
         if any(e.above(0) for e in strict.values()):
             verdicts[name] = REPRODUCED
@@ -259,16 +273,16 @@ def aligned(a: list[Finished], b: list[Finished]) -> tuple[np.ndarray, np.ndarra
     return grades(pick(a)), grades(pick(b))
 
 
-def f4(groups: dict[str, list[Finished]], resamples: int) -> Finding:
+def f4(groups: dict[str, list[Finished]]) -> Finding:
     claim = "Full AVAR beats each of its parts left out (paper: +7.0 over base on average)"
-    accuracy = {name: hierarchical_mean(grades(items), resamples) for name, items in groups.items()}
+    accuracy = {name: seed_interval(grades(items)) for name, items in groups.items()}
     numbers: dict = {"accuracy": accuracy, "avar_minus": {}}
     if AVAR not in groups:
         return Finding("F4", claim, INCONCLUSIVE, f"no {AVAR} variant was measured", numbers)
     for name, items in groups.items():
         if name != AVAR:
             ours, theirs = aligned(groups[AVAR], items)
-            numbers["avar_minus"][name] = paired_difference(ours, theirs, resamples)
+            numbers["avar_minus"][name] = paired_difference(ours, theirs)
     gaps: dict[str, Estimate] = numbers["avar_minus"]
     losses = [n for n, e in gaps.items() if e.below(0)]
     if gaps and all(e.above(0) for e in gaps.values()):
@@ -285,4 +299,4 @@ def f4(groups: dict[str, list[Finished]], resamples: int) -> Finding:
 
 def findings(finished: list[Finished], resamples: int) -> list[Finding]:
     groups = by_variant(finished)
-    return [f1(finished, resamples), f2(groups), f3(groups, resamples), f4(groups, resamples)]
+    return [f1(finished, resamples), f2(groups), f3(groups), f4(groups)]
