@@ -73,6 +73,19 @@ def test_rows_key_profile_gqa_and_chunking_match_full_softmax():
         torch.testing.assert_close(profile, expected)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_masses_under_bf16_autocast_are_the_fp32_ones(grad):
+    # Training runs under bf16 autocast; the masses (SFT loss, r_visual) must be eval's.
+    torch.manual_seed(0)
+    query = torch.randn(4, 7, 16, requires_grad=grad)
+    key, allowed = torch.randn(2, 300, 16) * 3, torch.ones(7, 300, dtype=torch.bool)
+    plain = rows_key_profile(query, key, allowed, 0.25)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = rows_key_profile(query, key, allowed, 0.25)
+    assert autocast.dtype == torch.float32
+    torch.testing.assert_close(autocast, plain, rtol=1e-6, atol=1e-6)
+
+
 def test_segment_mass_by_hand():
     profile = torch.tensor([[[0.2, 0.6, 1.2]]])  # [B=1, H=1, T=3], summed over 2 queries
     segments = torch.tensor([[S.SYSTEM, S.IMAGE, S.IMAGE]])

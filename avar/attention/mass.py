@@ -26,6 +26,12 @@ CHUNK_ELEMENTS = {"cpu": 2**20, "cuda": 2**25}
 ScoreAdjust = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
+def full_precision(device: torch.device):
+    """No autocast inside: under bf16 autocast (training) the mass matmuls would run in
+    bf16 and training's masses (the SFT loss, r_visual) would differ from eval's."""
+    return torch.autocast(device.type, enabled=False)
+
+
 def select_queries(segment_ids: torch.Tensor, queries: str) -> torch.Tensor:
     """Query mask [B, T] bool: response tokens, user-prompt text tokens, or the last token."""
     if queries == "response":
@@ -48,11 +54,12 @@ def row_probabilities(
     adjust: ScoreAdjust | None = None,
     rows: torch.Tensor | None = None,  # [R] long: absolute positions, passed to `adjust`
 ) -> torch.Tensor:
-    """Softmax attention of the rows over all keys: [Hkv, G, R, T]."""
-    scores = torch.matmul(query, key.transpose(-1, -2)[:, None]) * scaling  # [Hkv, G, R, T]
-    if adjust is not None:
-        scores = adjust(scores, rows)
-    return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    """Softmax attention of the rows over all keys: [Hkv, G, R, T], in full precision."""
+    with full_precision(query.device):
+        scores = torch.matmul(query, key.transpose(-1, -2)[:, None]) * scaling  # [Hkv,G,R,T]
+        if adjust is not None:
+            scores = adjust(scores, rows)
+        return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
 
 
 def _rows_profile(query, key, allowed, scaling, adjust, rows) -> torch.Tensor:
@@ -62,13 +69,14 @@ def _rows_profile(query, key, allowed, scaling, adjust, rows) -> torch.Tensor:
 @torch.no_grad()
 def _rows_profile_inplace(query, key, allowed, scaling, adjust, rows) -> torch.Tensor:
     """`row_probabilities` summed over rows, without grad, in one reused buffer: [Hkv, G, T]."""
-    scores = torch.matmul(query, key.transpose(-1, -2)[:, None]).mul_(scaling)
-    if adjust is not None:
-        scores = adjust(scores, rows)
-    scores.masked_fill_(~allowed, float("-inf"))
-    scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
-    inverse_sums = scores.sum(dim=-1).reciprocal_()  # [Hkv, G, R]
-    return torch.einsum("hgrt,hgr->hgt", scores, inverse_sums)
+    with full_precision(query.device):
+        scores = torch.matmul(query, key.transpose(-1, -2)[:, None]).mul_(scaling)
+        if adjust is not None:
+            scores = adjust(scores, rows)
+        scores.masked_fill_(~allowed, float("-inf"))
+        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+        inverse_sums = scores.sum(dim=-1).reciprocal_()  # [Hkv, G, R]
+        return torch.einsum("hgrt,hgr->hgt", scores, inverse_sums)
 
 
 def rows_key_profile(

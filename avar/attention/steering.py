@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import torch
 
 from avar.attention.hooks import allowed_keys, attention_hooks, decoder_attention
-from avar.attention.mass import row_probabilities
+from avar.attention.mass import full_precision, row_probabilities
 from avar.config.specs import InterventionSpec, layer_list
 from avar.segments import Segment
 
@@ -82,7 +82,8 @@ class Steering:
             probs = row_probabilities(
                 q, key[b].float(), allowed, scaling, self.adjust_for(b), positions[rows]
             )
-            steered = torch.matmul(probs, value[b].float()[:, None])  # [Hkv, G, R, D]
+            with full_precision(query.device):
+                steered = torch.matmul(probs, value[b].float()[:, None])  # [Hkv, G, R, D]
             output[b, rows] = steered.reshape(heads, len(rows), dim).transpose(0, 1).to(output)
         return output
 
