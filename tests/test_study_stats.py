@@ -1,5 +1,6 @@
 """The study's statistics on hand-made data: correlations against values worked out by
-hand, bootstrap and t intervals (over seeds and questions), and paired differences on the same questions."""
+hand, bootstrap and t intervals (over seeds and questions), and paired differences on the
+same questions."""
 
 from __future__ import annotations
 
