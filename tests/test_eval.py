@@ -60,9 +60,7 @@ def test_synthetic_suite_with_vas(tiny_dir, synthetic_dir, tmp_path):
     records = [json.loads(line) for line in (synthetic_dir / "synthetic/data.jsonl").open()]
     for row, record in zip(samples, records, strict=True):  # graded again, independently
         assert row["id"] == record["id"]
-        ok = grade(
-            row["response"], record["answer"], record["answer_type"], record["choices"], bare=True
-        )
+        ok = grade(row["response"], record["answer"], record["answer_type"], record["choices"])
         assert row["correct"] is ok
     assert bench["accuracy"] == pytest.approx(sum(r["correct"] for r in samples) / 50)
     categories = {r["category"] for r in samples}

@@ -25,7 +25,7 @@ GOOD = "<think>\nthree shapes\n</think>\n<answer>3</answer>"
 def test_accuracy_reward_lists_in_floats_out():
     completions = [GOOD, "<answer>4</answer>", [{"role": "assistant", "content": GOOD}], "3"]
     rewards = accuracy_reward(completions, answer=["3"] * 4, answer_type=["number"] * 4)
-    assert rewards == [1.0, 0.0, 1.0, 0.0]
+    assert rewards == [1.0, 0.0, 1.0, 1.0]  # a bare "3": right, as the evaluation grades it
 
 
 def test_format_reward():

@@ -72,7 +72,7 @@ def answer(
 ) -> Answers:
     """Greedy answers to `prompts` (chats up to the user turn), graded against `records`.
 
-    A bare one-line answer ("B", "3") counts as the final answer. With `with_vas`, the
+    Graded as RL grades (a bare one-line answer counts: avar.grading). With `with_vas`, the
     answers are teacher-forced once more to measure their attention (with the same
     intervention, if any). Under several ranks each rank answers every world-size-th batch
     and every rank gets all answers, in order (`shard=False`: every rank answers all).
@@ -102,7 +102,7 @@ def answer(
         masses = torch.cat([m for _, m in parts if m is not None], dim=1)
         vas = report(masses, records, settings, layer_list(layers, len(decoder_attention(model))))
     correct = [
-        grade(text, r["answer"], r["answer_type"], r["choices"], bare=True)
+        grade(text, r["answer"], r["answer_type"], r["choices"])
         for text, r in zip(responses, records, strict=True)
     ]
     return Answers(records, responses, correct, vas)
