@@ -1,9 +1,18 @@
-"""Batched greedy generation for chat conversations, optionally with the intervention."""
+"""Batched greedy generation for chat conversations, optionally with the intervention.
+
+Generation runs under `plain_generation(model, tokenizer)`: the checkpoint's own
+generation_config.json (repetition_penalty, top_k, top_p, ...) is set aside for one that
+holds only its stop and pad ids, so greedy answers are the argmax and GRPO's samples are
+drawn from softmax(logits / temperature), the distribution its log-probs are taken from.
+"""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from tqdm.auto import tqdm
+from transformers import GenerationConfig
 
 from avar.attention.steering import steer
 from avar.config.specs import InterventionSpec
@@ -16,6 +25,31 @@ def vision_token_ids(tokenizer) -> list[int]:
     """Ids of the vision placeholders: a sampled one would break the next forward pass."""
     ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
     return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+
+
+def stop_token_ids(generation_config, tokenizer) -> list[int]:
+    """The ids that end a completion: the generation config's eos_token_id (an int, a list
+    or None: a checkpoint without generation_config.json), else the tokenizer's eos."""
+    eos = getattr(generation_config, "eos_token_id", None)
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    if not ids and tokenizer.eos_token_id is not None:
+        ids = [tokenizer.eos_token_id]
+    return ids
+
+
+@contextmanager
+def plain_generation(model, tokenizer):
+    """`model.generation_config` replaced, inside, by one with the stop and pad ids only."""
+    saved = model.generation_config
+    model.generation_config = GenerationConfig(
+        bos_token_id=getattr(saved, "bos_token_id", None),
+        eos_token_id=stop_token_ids(saved, tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    try:
+        yield model.generation_config
+    finally:
+        model.generation_config = saved
 
 
 def generate(
@@ -35,7 +69,11 @@ def generate(
         chunk = conversations[start : start + batch_size]
         batch = encode_batch(processor, chunk, padding_side="left", add_generation_prompt=True)
         batch = {k: v.to(model.device) for k, v in batch.items()}
-        with torch.no_grad(), steer(model, intervention, batch["segment_ids"]):
+        with (
+            torch.no_grad(),
+            steer(model, intervention, batch["segment_ids"]),
+            plain_generation(model, tokenizer),
+        ):
             output = model.generate(
                 **model_inputs(batch),
                 max_new_tokens=max_new_tokens,

@@ -60,6 +60,20 @@ def test_activation_checkpointing_keeps_less_than_a_quarter(qwen):
     assert kept.parts["activations"] < full / 4
 
 
+def test_grpo_counts_the_logits_of_its_completions_only(qwen):
+    from avar.config.schema import RlConfig
+    from avar.train.plan import stage_setup
+
+    config = qwen[0]
+    rl = RlConfig(batch_size=2, group_size=8, max_completion_tokens=511)
+    setup = stage_setup(rl, (8, 1), seq_len=2048, image_tokens=1024, gpu_gb=80)
+    parts = estimate(config, setup).parts
+    # 16 sequences x 512 positions x 152,064 entries x 4 B (bf16 logits and their gradient)
+    assert parts["logits"] == 16 * 512 * 152_064 * 4
+    sft = estimate(config, Setup(seq_len=2048, micro_batch=16)).parts["logits"]
+    assert sft == 16 * 2048 * 152_064 * 8  # every position, bf16 and the fp32 softmax
+
+
 def plan(*args: str) -> Result:
     """`avar plan sft_mm` on the 7B config, in this process (the CLI as a user calls it)."""
     command = ["plan", "sft_mm", "--model", str(QWEN_7B), "--params", str(ROOT / "params.yaml")]

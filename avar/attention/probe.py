@@ -28,10 +28,17 @@ from avar.config.specs import layer_list
 class MassProbe:
     """Collects, for each probed layer, the key profile of the selected query rows."""
 
-    def __init__(self, segment_ids: torch.Tensor, query_mask: torch.Tensor, layers: list[int]):
+    def __init__(
+        self,
+        segment_ids: torch.Tensor,
+        query_mask: torch.Tensor,
+        layers: list[int],
+        detached: bool = False,
+    ):
         self.segment_ids = segment_ids  # [B, T]
         self.query_mask = query_mask.bool()  # [B, T]
         self.layers = layers
+        self.detached = detached  # measure without building a graph (a reward's masses)
         self.profiles: dict[int, torch.Tensor] = {}  # layer -> [B, H, T]
 
     def record(self, layer: int, query, key, attention_mask, scaling: float, steering=None):
@@ -43,6 +50,8 @@ class MassProbe:
                 f"mass probe expects one full teacher-forced pass over {self.segment_ids.shape[1]}"
                 f" tokens without a cache; layer {layer} saw {q_len} queries and {kv_len} keys"
             )
+        if self.detached:
+            query, key = query.detach(), key.detach()
         rows_per_sequence = []
         for b in range(batch):
             rows = self.query_mask[b].nonzero().squeeze(1).to(query.device)  # [R]
@@ -79,10 +88,12 @@ def mass_probe(
     queries: str | torch.Tensor = "response",
     layers: str = "all",
     steering=None,
+    detached: bool = False,
 ):
-    """Attach a `MassProbe` to the chosen decoder layers for the forward passes inside."""
+    """Attach a `MassProbe` to the chosen decoder layers for the forward passes inside
+    (`detached`: its masses carry no gradient and build no graph)."""
     layer_ids = layer_list(layers, len(decoder_attention(model)))
-    probe = MassProbe(segment_ids, query_mask_of(segment_ids, queries), layer_ids)
+    probe = MassProbe(segment_ids, query_mask_of(segment_ids, queries), layer_ids, detached)
     with attention_hooks(model, probe=probe, steering=steering):
         yield probe
 

@@ -447,7 +447,17 @@ class RlConfig(TrainConfig):
     max_completion_tokens: int = 96
     """Longest sampled completion, in tokens."""
     temperature: float = 1.0
-    """Sampling temperature of the completions."""
+    """Sampling temperature of the completions: they are drawn from softmax(logits / T),
+    with no top-k, top-p or repetition penalty (the checkpoint's generation_config.json is
+    set aside), and the loss's log-probs are those of the same distribution."""
+    loss_type: Literal["grpo", "dr_grpo"] = "grpo"
+    """`grpo`: the mean over each completion's tokens, then over completions (GRPO, as the
+    paper trains); `dr_grpo`: the sum over every token / (completions x
+    max_completion_tokens), Dr. GRPO's length-unbiased form."""
+    scale_rewards: Literal["group", "none"] = "group"
+    """Advantages are the rewards minus their group's mean, divided by the group's std
+    (`group`: GRPO, the paper) or not (`none`: Dr. GRPO). Dividing makes any lambda_visual
+    > 0 act at full size in a group whose answers are all right (only r_visual differs)."""
     layers: str = "all"
     """Decoder layers r_visual averages the completion's image/system ratio over."""
     visual_reward: Literal["share", "log_ratio", "ratio"] = "share"

@@ -2,9 +2,19 @@
 
     r = r_acc + lambda_visual * r_visual * [r_acc > 0] + lambda_format * r_format
 
-Each step samples `group_size` completions per prompt, scores them, normalises the rewards
-within each group (the advantages) and takes one policy-gradient step, with an optional
-k3 KL penalty against the starting model.
+Each step samples `group_size` completions per prompt from softmax(logits / temperature)
+(the checkpoint's own sampling settings set aside: `plain_generation`), scores them,
+centres the rewards within each group (and, with `scale_rewards: group`, divides by the
+group's std: the advantages) and takes one policy-gradient step, with an optional k3 KL
+penalty against the starting model. Log-probs are those of the sampling distribution
+(logits / temperature, as TRL), for the completion's positions only (`logits_to_keep`),
+without an fp32 copy of the logits in the graph (`avar.train.logps`). `loss_type: grpo`
+averages each completion's tokens, then the completions (GRPO, the paper); `dr_grpo` sums
+every token and divides by completions x max_completion_tokens (Dr. GRPO).
+
+A completion's tokens are RESPONSE up to its stop token, which is TEMPLATE as
+`<|im_end|>` is in a teacher-forced VAS pass (r_visual's query rows are VAS's); the loss
+counts the stop token too (its log-prob is part of the sampled sequence).
 
 Why not TRL's GRPOTrainer: TRL scores completions before its training forward, so r_visual
 (the completion's image/system attention ratio under the policy) would cost a second
@@ -26,34 +36,47 @@ import torch
 from trl.models.utils import unwrap_model_for_generation
 
 from avar.config.schema import RlConfig
-from avar.generate import vision_token_ids
+from avar.generate import plain_generation, vision_token_ids
 from avar.rewards import VisualAnchoredReward
 from avar.segments import Segment, encode_batch, model_inputs
 from avar.train.checkpoints import ExactResume
+from avar.train.logps import token_logps
 from avar.train.lora import is_lora
 from avar.train.sft import LoggedStats, ProbesThroughBackward
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """(r - group mean) / (group std + 1e-4), groups of consecutive completions. [N] -> [N]"""
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group"):
+    """r - group mean, divided by (group std + 1e-4) when `scale` is "group" (GRPO; "none":
+    Dr. GRPO), groups of consecutive completions. [N] -> [N]"""
     groups = rewards.view(-1, group_size)  # [B, G]
-    mean = groups.mean(dim=1, keepdim=True)
-    std = groups.std(dim=1, keepdim=True)  # unbiased, as TRL
-    return ((groups - mean) / (std + 1e-4)).view(-1)
+    centred = groups - groups.mean(dim=1, keepdim=True)
+    if scale == "group":
+        centred = centred / (groups.std(dim=1, keepdim=True) + 1e-4)  # unbiased, as TRL
+    return centred.view(-1)
 
 
-def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each next token. logits [N, T, V], ids [N, T] -> [N, T-1]"""
-    rows = []
-    # one row at a time: [T, V] float copies instead of [N, T, V]
-    for row_logits, row_ids in zip(logits[:, :-1], input_ids[:, 1:], strict=True):
-        picked = row_logits.gather(-1, row_ids.unsqueeze(-1)).squeeze(-1).float()  # [T-1]
-        rows.append(picked - torch.logsumexp(row_logits.float(), dim=-1))
-    return torch.stack(rows)
+def completion_parts(completion: torch.Tensor, stops: list[int], pad_id: int):
+    """Sampled tokens [N, C] -> (tokens with pad after the first stop, the loss mask: up to
+    and with the first stop, segments: RESPONSE, the stop TEMPLATE, then PAD)."""
+    ended = torch.isin(completion, torch.tensor(stops, device=completion.device))
+    before = ended.cumsum(dim=1) - ended.long()  # stops before each position
+    keep = before == 0
+    segments = torch.where(keep, int(Segment.RESPONSE), int(Segment.PAD))
+    segments = segments.masked_fill(ended & keep, int(Segment.TEMPLATE))
+    return completion.masked_fill(~keep, pad_id), keep, segments
 
 
-def grpo_loss(logps, mask, advantages, ref_logps=None, kl_coef: float = 0.0):
-    """Policy-gradient loss of one on-policy update, mean over tokens then sequences.
+def grpo_loss(
+    logps,
+    mask,
+    advantages,
+    ref_logps=None,
+    kl_coef: float = 0.0,
+    loss_type: str = "grpo",
+    max_tokens: int = 0,
+):
+    """Policy-gradient loss of one on-policy update: `grpo` the mean over each sequence's
+    tokens, then over sequences; `dr_grpo` the sum over all tokens / (N * max_tokens).
 
     logps, ref_logps, mask: [N, T]; advantages: [N]. The ratio exp(logp - logp.detach())
     is 1 in value and carries the gradient of logp (TRL's num_iterations = 1 case).
@@ -67,7 +90,10 @@ def grpo_loss(logps, mask, advantages, ref_logps=None, kl_coef: float = 0.0):
         per_token = per_token + kl_coef * kl
     mask = mask.to(per_token.dtype)
     lengths = mask.sum(dim=1).clamp(min=1)  # [N]
-    loss = ((per_token * mask).sum(dim=1) / lengths).mean()
+    if loss_type == "dr_grpo":
+        loss = (per_token * mask).sum() / (len(mask) * (max_tokens or mask.shape[1]))
+    else:
+        loss = ((per_token * mask).sum(dim=1) / lengths).mean()
     stats = {"kl": ((kl * mask).sum(dim=1) / lengths).mean().detach()}
     return loss, stats
 
@@ -81,6 +107,8 @@ class GrpoObjective:
     temperature: float
     max_completion_tokens: int
     kl_coef: float
+    loss_type: str = "grpo"
+    scale_rewards: str = "group"
 
     @classmethod
     def from_config(cls, rl: RlConfig) -> GrpoObjective:
@@ -90,6 +118,8 @@ class GrpoObjective:
             rl.temperature,
             rl.max_completion_tokens,
             rl.kl_coef,
+            rl.loss_type,
+            rl.scale_rewards,
         )
 
 
@@ -106,15 +136,20 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self._stats = defaultdict(list)
 
-    def rollout(self, model, records: list[dict]) -> tuple[dict, list[str]]:
-        """Sample group_size completions per prompt: the batch (prompt + completion) and texts."""
+    def rollout(self, model, records: list[dict]) -> tuple[dict, torch.Tensor, list[str]]:
+        """Sample group_size completions per prompt: the batch (prompt + completion), the
+        completion's loss mask [N, C] (its tokens up to and with the stop) and texts."""
         chats = [r["prompt"] for r in records for _ in range(self.objective.group_size)]
         prompt = encode_batch(
             self.processor, chats, padding_side="left", add_generation_prompt=True
         )
         prompt = {k: v.to(self.args.device) for k, v in prompt.items()}
         tokenizer = self.processor.tokenizer
-        with torch.no_grad(), unwrap_model_for_generation(model, self.accelerator) as policy:
+        with (
+            torch.no_grad(),
+            unwrap_model_for_generation(model, self.accelerator) as policy,
+            plain_generation(policy, tokenizer) as sampler,
+        ):
             policy.eval()
             output = policy.generate(
                 **model_inputs(prompt),
@@ -123,23 +158,16 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
                 top_k=0,
                 top_p=1.0,
                 max_new_tokens=self.objective.max_completion_tokens,
-                pad_token_id=tokenizer.pad_token_id,
                 suppress_tokens=vision_token_ids(tokenizer),
             )
             policy.train()
-        completion = output[:, prompt["input_ids"].shape[1] :]  # [N, C]
-        stops = torch.tensor(list(policy.generation_config.eos_token_id or []))
-        ended = torch.isin(completion, stops.to(completion.device))
-        after_stop = (ended.cumsum(dim=1) - ended.long()) > 0  # tokens after the first stop
-        keep = ~after_stop  # [N, C]
-        completion = completion.masked_fill(~keep, tokenizer.pad_token_id)
+        completion, keep, segments = completion_parts(
+            output[:, prompt["input_ids"].shape[1] :], sampler.eos_token_id, tokenizer.pad_token_id
+        )
         batch = {
             "input_ids": torch.cat([prompt["input_ids"], completion], dim=1),
             "attention_mask": torch.cat([prompt["attention_mask"], keep.long()], dim=1),
-            "segment_ids": torch.cat(
-                [prompt["segment_ids"], torch.where(keep, int(Segment.RESPONSE), int(Segment.PAD))],
-                dim=1,
-            ),
+            "segment_ids": torch.cat([prompt["segment_ids"], segments], dim=1),
             "mm_token_type_ids": torch.cat(
                 [prompt["mm_token_type_ids"], torch.zeros_like(completion)], dim=1
             ),
@@ -148,7 +176,7 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
             if key in prompt:
                 batch[key] = prompt[key]
         texts = tokenizer.batch_decode(completion, skip_special_tokens=True)
-        return batch, texts
+        return batch, keep, texts
 
     def rewards(self, texts: list[str], records: list[dict], masses: torch.Tensor) -> dict:
         """Each reward component per completion, and their weighted total. masses [L,N,H,S]"""
@@ -161,20 +189,33 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         records = inputs
-        batch, texts = self.rollout(model, records)
+        batch, mask, texts = self.rollout(model, records)
         segments = batch.pop("segment_ids")
+        keep = mask.shape[1] + 1  # the logits that predict the completion's tokens
+        temperature = self.objective.temperature
         ref_logps = None
         if self.objective.kl_coef > 0:  # before the probe attaches (LoRA: the same modules)
             with torch.no_grad(), self.reference(model) as reference:
-                ref_logps = token_logps(reference(**batch).logits, batch["input_ids"])
-        with self.probing(model, segments, self.objective.reward.layers) as probe:
-            logits = model(**batch).logits
-        logps = token_logps(logits, batch["input_ids"])  # [N, T-1]
-        masses = probe.masses().detach()
+                ref_logits = reference(**batch, logits_to_keep=keep).logits
+                ref_logps = token_logps(ref_logits, batch["input_ids"], temperature)
+        # r_visual's masses are rewards, not a loss: the probe builds no graph
+        with self.probing(model, segments, self.objective.reward.layers, detached=True) as probe:
+            logits = model(**batch, logits_to_keep=keep).logits
+        logps = token_logps(logits, batch["input_ids"], temperature)  # [N, C]
+        masses = probe.masses()
         rewards = self.rewards(texts, records, masses)
-        advantages = group_advantages(rewards["total"], self.objective.group_size).to(logps.device)
-        mask = (segments[:, 1:] == Segment.RESPONSE).to(logps.device)
-        loss, stats = grpo_loss(logps, mask, advantages, ref_logps, self.objective.kl_coef)
+        advantages = group_advantages(
+            rewards["total"], self.objective.group_size, self.objective.scale_rewards
+        ).to(logps.device)
+        loss, stats = grpo_loss(
+            logps,
+            mask.to(logps.device),
+            advantages,
+            ref_logps,
+            self.objective.kl_coef,
+            self.objective.loss_type,
+            self.objective.max_completion_tokens,
+        )
         self._record(rewards, stats, mask, masses)
         return (loss, logits) if return_outputs else loss
 

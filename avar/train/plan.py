@@ -17,9 +17,12 @@ estimates the memory of one GPU, in four parts:
 - activations of one micro-batch of `seq_len` tokens: per decoder layer the inputs of its
   norms, projections and SwiGLU (about 2·(8·hidden + 4·intermediate + 2·kv) bytes a token
   in bf16, attention scores not stored: SDPA/flash recompute them), the vision tower's
-  layers over the image patches (4 per image token), and the logits (8 B a token per
-  vocabulary entry: bf16 logits and the fp32 loss's softmax). With activation
-  checkpointing only each layer's input is kept, plus one layer's full activations.
+  layers over the image patches (4 per image token). With activation checkpointing only
+  each layer's input is kept, plus one layer's full activations.
+- logits: SFT's loss takes every token's (8 B a token per vocabulary entry: bf16 logits
+  and the fp32 softmax); GRPO asks the model for the completion's positions only
+  (`logits_to_keep`: max_completion_tokens + 1 a sequence) and keeps them in bf16 with
+  their bf16 gradient (4 B), its log-softmax in fp32 a chunk at a time (avar.train.logps).
 
 It is an estimate of what the model needs, not of what the allocator does: leave room
 (`headroom`, 10% by default) for fragmentation, CUDA context and NCCL buffers.
@@ -62,6 +65,10 @@ class Setup:
     """Adapter parameters (LoRA); 0: every weight trains."""
     frozen_bytes: int = 2
     """Bytes per frozen weight under LoRA (2: bf16, 4: fp32)."""
+    logit_tokens: int = 0
+    """Positions per sequence whose logits are computed (0: every one of seq_len)."""
+    logit_bytes: int = 8
+    """Bytes per logit held for backward (8: SFT's bf16 + fp32 softmax; 4: GRPO's)."""
 
     @property
     def ranks(self) -> int:
@@ -141,8 +148,14 @@ def model_states(params: int, largest_layer: int, setup: Setup) -> dict[str, flo
     return {"weights": weights, "gradients": gradients, "optimizer": optimizer}
 
 
+def logits(config, setup: Setup) -> float:
+    """Logit memory of one micro-batch (bytes); see the module docstring."""
+    positions = min(setup.logit_tokens or setup.seq_len, setup.seq_len)
+    return positions * setup.micro_batch * config.text_config.vocab_size * setup.logit_bytes
+
+
 def activations(config, setup: Setup, bytes_per_value: int = 2) -> float:
-    """Activation memory of one micro-batch (bytes); see the module docstring."""
+    """Activation memory of one micro-batch (bytes), logits aside; see the module docstring."""
     text, vision = config.text_config, config.vision_config
     tokens = setup.seq_len * setup.micro_batch
     kv = text.hidden_size // text.num_attention_heads * text.num_key_value_heads
@@ -156,8 +169,7 @@ def activations(config, setup: Setup, bytes_per_value: int = 2) -> float:
         values = kept + one_layer
     else:
         values = tokens * per_token_layer * layers + patches * per_patch_layer * vision.depth
-    logits = tokens * text.vocab_size * 8
-    return values * bytes_per_value + logits
+    return values * bytes_per_value
 
 
 def count(config, lora=None) -> tuple[int, int, int]:
@@ -204,6 +216,7 @@ def estimate(config, setup: Setup, lora=None) -> Estimate:
         setup = replace(setup, lora_params=adapters)
     parts = model_states(params, largest, setup)
     parts["activations"] = activations(config, setup)
+    parts["logits"] = logits(config, setup)
     return Estimate(params, largest, setup, parts)
 
 
@@ -216,9 +229,11 @@ def stage_setup(
     frozen_bytes: int = 2,
 ):
     """The Setup of a training stage's section (`deepspeed`, `gradient_checkpointing`,
-    `batch_size`; GRPO's forward holds `batch_size x group_size` sequences) on (GPUs per
-    node, nodes); `frozen_bytes`: the weights dtype's size, for LoRA's frozen weights."""
+    `batch_size`; GRPO's forward holds `batch_size x group_size` sequences and logits for
+    their completions only) on (GPUs per node, nodes); `frozen_bytes`: the weights dtype's
+    size, for LoRA's frozen weights."""
     zero, offload = zero_settings(section.deepspeed)
+    completion = getattr(section, "max_completion_tokens", 0)
     return Setup(
         frozen_bytes=frozen_bytes,
         zero=zero,
@@ -230,6 +245,8 @@ def stage_setup(
         gpus_per_node=ranks[0],
         nodes=ranks[1],
         gpu_gb=gpu_gb,
+        logit_tokens=completion + 1 if completion else 0,
+        logit_bytes=4 if completion else 8,
     )
 
 

@@ -57,10 +57,11 @@ class ProbesThroughBackward(Trainer):
                 self._probes = None
 
     @contextmanager
-    def probing(self, model, segment_ids, layers: str):
-        """`mass_probe` of the response tokens on the unwrapped `model`, for one forward."""
+    def probing(self, model, segment_ids, layers: str, detached: bool = False):
+        """`mass_probe` of the response tokens on the unwrapped `model`, for one forward
+        (`detached`: masses without a graph, for a reward)."""
         core = self.accelerator.unwrap_model(model)
-        probe = mass_probe(core, segment_ids, "response", layers)
+        probe = mass_probe(core, segment_ids, "response", layers, detached=detached)
         if self._probes is None:
             with probe as attached:
                 yield attached
