@@ -426,15 +426,15 @@ class RlConfig(TrainConfig):
     """Questions to sample completions for (their answers grade them)."""
     init_from: str = "sft_mm"
     """Stage whose model GRPO starts from (its out_dir is read from these params)."""
-    max_steps: int = 20
+    max_steps: int = 40
     """GRPO steps."""
-    learning_rate: float = 2e-5
+    learning_rate: float = 1e-4
     """Peak learning rate."""
     batch_size: int = 4
     """Prompts per device per step; each is sampled group_size times."""
-    save_steps: int = 10
+    save_steps: int = 20
     """Save (and score) a checkpoint every N steps."""
-    group_size: int = 4
+    group_size: int = 8
     """Completions sampled per prompt (GRPO group)."""
     kl_coef: float = 0.0
     """KL penalty coefficient against the reference model."""
@@ -446,7 +446,7 @@ class RlConfig(TrainConfig):
     """Longest prompt, in tokens."""
     max_completion_tokens: int = 96
     """Longest sampled completion, in tokens."""
-    temperature: float = 1.0
+    temperature: float = 0.7
     """Sampling temperature of the completions: they are drawn from softmax(logits / T),
     with no top-k, top-p or repetition penalty (the checkpoint's generation_config.json is
     set aside), and the loss's log-probs are those of the same distribution."""
