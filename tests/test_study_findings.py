@@ -186,3 +186,25 @@ def test_f4_compares_avar_with_every_other_variant_on_paired_questions():
     items += [finished("avar_no_visual_reward", s, grades_at(0.8, s + 20)) for s in range(3)]
     worse = f4(by_variant(items))
     assert worse.verdict == NOT_REPRODUCED and "avar_no_visual_reward" in worse.why
+
+
+def test_a_failed_queue_status_is_asked_again(monkeypatch, tmp_path):
+    from avar.study import experiments as study_experiments
+    from avar.study.experiments import ExperimentFailed, statuses
+
+    answers = [
+        ExperimentFailed("`dvc queue status` exited 255: Expecting value: line 1 column 1"),
+        "Task     Name       Created    Status\nd597b75  avar-s1    07:40 PM   Success\n",
+    ]
+
+    def dvc(args, workspace, jobs=1):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(study_experiments, "dvc", dvc)
+    assert statuses(tmp_path, pause=0) == {"avar-s1": "Success"}
+    answers[:] = [ExperimentFailed("broken")] * 3
+    with pytest.raises(ExperimentFailed, match="broken"):
+        statuses(tmp_path, pause=0)

@@ -108,10 +108,25 @@ def start_workers(workspace: Path, jobs: int) -> None:
         )
 
 
-def statuses(workspace: Path) -> dict[str, str]:
+STATUS_TRIES = 3
+"""`dvc queue status` can fail while a worker writes a task's info file (DVC 3.67 read
+one half-written: "Expecting value: line 1 column 1", and a 51-minute study stopped with
+every experiment done): it is asked again, 5 s apart, before the study stops."""
+
+
+def statuses(workspace: Path, pause: float = 5.0) -> dict[str, str]:
     """experiment name -> Queued, Running, Success or Failed (`dvc queue status`)."""
+    for attempt in range(1, STATUS_TRIES + 1):
+        try:
+            listing = dvc(["queue", "status"], workspace)
+            break
+        except ExperimentFailed as err:
+            if attempt == STATUS_TRIES:
+                raise
+            log.warning("dvc queue status failed (try %d of %d): %s", attempt, STATUS_TRIES, err)
+            time.sleep(pause)
     found = {}
-    for line in dvc(["queue", "status"], workspace).splitlines():
+    for line in listing.splitlines():
         parts = line.split()
         if len(parts) >= 4 and parts[0] != "Task":
             found[parts[1]] = parts[-1]
