@@ -36,7 +36,7 @@ from avar.models.loader import load_model, load_processor
 from avar.models.tiny import init_tiny
 from avar.rewards import VisualReward, visual_score
 from avar.segments import Segment, encode_batch, model_inputs
-from avar.train.grpo import token_logps
+from avar.train.logps import token_logps
 
 WORDS = "the image shows three red circles left of two blue squares so the count is".split()
 MODES = ("no_reward", "fused", "separate")
