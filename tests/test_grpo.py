@@ -322,3 +322,14 @@ def read_visual(visual_jsonl, n=2):
     from avar.data import read_jsonl
 
     return read_jsonl(visual_jsonl)[:n]
+
+
+def test_stop_token_ids_from_an_int_a_list_or_none(processor):
+    from transformers import GenerationConfig
+
+    from avar.generate import stop_token_ids
+
+    tokenizer = processor.tokenizer
+    assert stop_token_ids(GenerationConfig(eos_token_id=7), tokenizer) == [7]
+    assert stop_token_ids(GenerationConfig(eos_token_id=[7, 9]), tokenizer) == [7, 9]
+    assert stop_token_ids(GenerationConfig(), tokenizer) == [tokenizer.eos_token_id]
