@@ -37,6 +37,8 @@ benchmarks_app = typer.Typer(help="Benchmark folders: fetch and list.", no_args_
 app.add_typer(benchmarks_app, name="benchmarks")
 study_app = typer.Typer(help="The paper's findings over variants x seeds (DVC experiments).")
 app.add_typer(study_app, name="study")
+images_app = typer.Typer(help="avar's container images (docker/Dockerfile).", no_args_is_help=True)
+app.add_typer(images_app, name="images")
 console = Console(stderr=True)
 
 ParamsFile = Annotated[Path, typer.Option("--params", help="The params file.")]
@@ -575,6 +577,21 @@ def services_down() -> None:
 
     stopped = down(Stack(Path(".")))
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@images_app.command("build")
+@friendly_errors
+def images_build(
+    variant: Annotated[
+        str, typer.Option(help="cpu (a bookworm base made here) or cuda (GPU hosts).")
+    ] = "cpu",
+    tag: Annotated[str | None, typer.Option(help="Image tag (default: the variant's).")] = None,
+) -> None:
+    """Build avar's image in the engine DOCKER_HOST names; print its tag."""
+    from avar.images import build
+
+    built = build(variant, tag, echo=console.print)
+    print(built)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Where the Prefect flow runs a stage: `dvc repro <stage>` as a local subprocess, or in a GPU
-container started with the docker SDK (`orchestrate.backend`). Either way DVC decides
-whether the stage has anything to do, and its output says whether it ran.
+"""Where the Prefect flow runs a stage: `dvc repro <stage>` as a local subprocess, or in a
+container of avar's image started with the docker SDK (`orchestrate.backend`). Either way
+DVC decides whether the stage has anything to do, and its output says whether it ran.
 """
 
 from __future__ import annotations
@@ -100,35 +100,51 @@ def run_local(command: list[str], workspace: Path, env: dict[str, str], echo=log
     return "".join(lines)
 
 
+def container_user(workspace: Path) -> str:
+    """The container runs as the workspace's owner, so what a stage writes belongs to the
+    person whose checkout it is; never as root."""
+    owner = workspace.stat()
+    if owner.st_uid == 0:
+        raise StageFailed(
+            f"the workspace {workspace} is owned by root and stage containers do not run as "
+            "root: chown it to the user who runs the pipeline (the image's avar is 1000:1000)"
+        )
+    return f"{owner.st_uid}:{owner.st_gid}"
+
+
 def container_spec(
     params: Params, command: list[str], workspace: Path, env: dict[str, str]
 ) -> dict:
-    """Keyword arguments of docker's `containers.run` for one stage on the GPUs."""
+    """Keyword arguments of docker's `containers.run` for one stage."""
     from docker.types import DeviceRequest
 
     cfg = params.orchestrate
-    count = -1 if cfg.gpus == "all" else int(cfg.gpus)
-    return {
+    spec = {
         "image": cfg.image,
         "command": command,
+        "user": container_user(workspace),
         "working_dir": cfg.workdir,
         "volumes": {str(workspace.resolve()): {"bind": cfg.workdir, "mode": "rw"}},
-        "environment": env,
-        "device_requests": [DeviceRequest(count=count, capabilities=[["gpu"]])],
+        # HOME: the owner may have no home in the image; caches go under the workspace
+        "environment": {"HOME": "/tmp", **env},
         "shm_size": cfg.shm_size,
         "ipc_mode": "host",  # NCCL between ranks of one host
         "network_mode": "host",  # MLflow and S3 on the host's loopback stay reachable
         "detach": True,
     }
+    if cfg.gpus != "none":
+        count = -1 if cfg.gpus == "all" else int(cfg.gpus)
+        spec["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
+    return spec
 
 
 def run_in_container(
     params: Params, command: list[str], workspace: Path, env: dict[str, str], echo=log.info
 ) -> str:
-    """Run `command` in a GPU container of `orchestrate.image`, streaming its log."""
-    import docker
+    """Run `command` in a container of `orchestrate.image`, streaming its log."""
+    from avar.images import engine
 
-    client = docker.from_env()
+    client = engine()
     container = client.containers.run(**container_spec(params, command, workspace, env))
     lines = []
     try:

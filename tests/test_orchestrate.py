@@ -3,6 +3,7 @@ container's settings, and a failing stage's error."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -52,14 +53,26 @@ def test_gpu_container_spec(tmp_path):
         ROOT / "params.yaml",
         ["orchestrate.backend=docker", "orchestrate.gpus=2", "orchestrate.shm_size=32g"],
     )
+    os.chown(tmp_path, 1234, 5678)
     spec = container_spec(params, ["dvc", "repro", "rl"], tmp_path, {"A": "1"})
     (request,) = spec["device_requests"]
     assert request["Count"] == 2 and request["Capabilities"] == [["gpu"]]
     assert spec["shm_size"] == "32g" and spec["image"] == params.orchestrate.image
     assert spec["volumes"] == {str(tmp_path.resolve()): {"bind": "/workspace", "mode": "rw"}}
-    assert spec["working_dir"] == "/workspace" and spec["environment"] == {"A": "1"}
+    assert spec["working_dir"] == "/workspace"
+    assert spec["environment"] == {"HOME": "/tmp", "A": "1"}
+    assert spec["user"] == "1234:5678"  # the workspace's owner
     every = container_spec(load_params(ROOT / "params.yaml"), ["x"], tmp_path, {})
     assert every["device_requests"][0]["Count"] == -1  # gpus: all
+    cpu = load_params(ROOT / "params.yaml", ["orchestrate.gpus=none"])
+    assert "device_requests" not in container_spec(cpu, ["x"], tmp_path, {})
+
+
+def test_a_root_owned_workspace_is_refused_before_a_container_starts(tmp_path):
+    os.chown(tmp_path, 0, 0)
+    params = load_params(ROOT / "params.yaml", ["orchestrate.backend=docker"])
+    with pytest.raises(StageFailed, match=r"workspace .* is owned by root .* chown it"):
+        container_spec(params, ["x"], tmp_path, {})
 
 
 def test_failed_stage_reports_its_output(tmp_path):

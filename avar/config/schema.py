@@ -666,17 +666,18 @@ class TrackingConfig:
 @dataclass
 class OrchestrateConfig:
     backend: Literal["local", "docker"] = "local"
-    """Where the Prefect flow runs each `dvc repro <stage>`: a local subprocess, or a GPU
-    container started with the docker SDK."""
+    """Where the Prefect flow runs each `dvc repro <stage>`: a local subprocess, or a
+    container of `image` started with the docker SDK (`avar images build` makes it)."""
     retries: int = 1
     """Retries of a stage that failed (a transient error: a lost connection, a killed
     container); DVC resumes from the last finished stage."""
     retry_delay_s: int = 30
     """Seconds between retries."""
     image: str = "ghcr.io/avar-ml/avar-gpu:0.1.0"
-    """Container image of the docker backend (docker/Dockerfile)."""
+    """Container image of the docker backend (docker/Dockerfile): the CUDA variant's tag;
+    `avar-cpu:0.1.0` for the CPU variant."""
     gpus: str = "all"
-    """GPUs handed to the container: `all` or a count such as `2`."""
+    """GPUs handed to the container: `all`, a count such as `2`, or `none` (the CPU image)."""
     shm_size: str = "16g"
     """Shared memory of the container (dataloader workers and NCCL need more than 64m)."""
     workdir: str = "/workspace"
@@ -701,9 +702,9 @@ class OrchestrateConfig:
         _require(self.retries >= 0, f"{key}.retries", "an int >= 0", self.retries)
         _require(self.retry_delay_s >= 0, f"{key}.retry_delay_s", "an int >= 0", self.retry_delay_s)
         _require(
-            self.gpus == "all" or self.gpus.isdigit(),
+            self.gpus in ("all", "none") or self.gpus.isdigit(),
             f"{key}.gpus",
-            "`all` or a GPU count",
+            "`all`, `none` or a GPU count",
             self.gpus,
         )
         _require(bool(self.image), f"{key}.image", "a non-empty image reference", "")
