@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run down test bench lint clean
+.PHONY: run down test bench lint docs pictures clean
 
 run: $(STAMP)
 	$(BIN)/avar services up
@@ -30,12 +30,22 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/ranks.py
 
-# The formatter, the linter, the package layers (pyproject.toml) and the type checker.
+# The formatter, the linter, the package layers (pyproject.toml), the type checker and the
+# docs (a broken link or a page left out of nav fails the strict build).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -f docs/mkdocs.yml
+
+# The documentation site in .avar/site (open .avar/site/index.html).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -f docs/mkdocs.yml
+
+# The docs' pictures from avar's own commands (after `make run`, servers up; see the script).
+pictures: $(STAMP)
+	docs/pictures.sh
 
 # torch first: 2.13.0 is the local CPU wheel, and deepspeed's sdist needs torch to build
 # (hence no build isolation, which would pull a CUDA torch into the build environment).
