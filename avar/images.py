@@ -166,7 +166,7 @@ def build(variant: str = "cpu", tag: str | None = None, echo: Callable[[str], No
         tag=tag,
         buildargs=args,
         network_mode="host",
-        rm=True,
+        forcerm=True,  # the intermediate containers go even when a step fails
         decode=True,
     )
     said: list[str] = []
