@@ -53,15 +53,19 @@ def test_the_image_runs_as_avar_not_root_from_a_base_made_here(client, cpu_image
     assert "VERSION_CODENAME=bookworm" in release
 
 
+def pins(text: str) -> dict[str, str]:
+    """`name==version` lines as {normalised name: version}."""
+    rows = (line.split("==", 1) for line in text.split() if "==" in line)
+    return {name.lower().replace("_", "-"): version for name, version in rows}
+
+
 def test_the_image_holds_the_versions_this_environment_was_tested_with(client, cpu_image):
-    inside = dict(
-        line.split("==", 1)
-        for line in run_in(client, cpu_image, "pip", "freeze").split()
-        if "==" in line
-    )
-    here = dict(line.split("==", 1) for line in frozen().split() if "==" in line)
-    for name in ("torch", "transformers", "deepspeed", "dvc", "mlflow", "prefect", "peft"):
-        assert inside[name] == here[name], name
+    # `pip list --format=freeze`: plain versions (pip freeze shows wheel paths here)
+    inside = pins(run_in(client, cpu_image, "pip", "list", "--format=freeze"))
+    here = pins(frozen())
+    shared = sorted(set(inside) & set(here))
+    assert len(shared) > 150 and {"torch", "transformers", "deepspeed", "prefect"} <= set(shared)
+    assert {name: inside[name] for name in shared} == {name: here[name] for name in shared}
     assert inside["torch"].endswith("+cpu")
 
 
