@@ -21,11 +21,13 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+from avar.config.schema import OrchestrateConfig
 from avar.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = "0.1.0"
-IMAGES = {"cpu": f"avar-cpu:{VERSION}", "cuda": f"ghcr.io/avar-ml/avar-gpu:{VERSION}"}
+IMAGES = {"cpu": f"avar-cpu:{VERSION}", "cuda": OrchestrateConfig().image}
+"""Each variant's tag; the CUDA one is `orchestrate.image`'s default."""
 BASE = "avar-base:bookworm"
 BASE_PACKAGES = ["python3.11", "python3.11-venv", "git", "ca-certificates"]
 """What the CPU variant's base holds beyond Debian's minbase: avar's Python and DVC's git."""
@@ -113,7 +115,7 @@ def frozen() -> str:
         text=True,
         check=True,
     )
-    return "".join(line + "\n" for line in done.stdout.splitlines() if not line.startswith("-e"))
+    return done.stdout
 
 
 def stage_wheels(dest: Path = WHEELS, echo: Callable[[str], None] = print) -> Path:
@@ -138,6 +140,8 @@ def stage_wheels(dest: Path = WHEELS, echo: Callable[[str], None] = print) -> Pa
         if done.returncode != 0:
             raise ImageError(f"pip wheel exited {done.returncode}: {last_line(done.stderr)}")
         (work / "KEY").write_text(key)
+        if dest.exists() and any(dest.iterdir()) and not (dest / "KEY").is_file():
+            raise ImageError(f"{dest} exists and was not staged by avar: move it away")
         if dest.exists():
             shutil.rmtree(dest)  # a wheelhouse of an older key, made here
         work.rename(dest)
