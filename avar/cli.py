@@ -39,6 +39,10 @@ study_app = typer.Typer(help="The paper's findings over variants x seeds (DVC ex
 app.add_typer(study_app, name="study")
 images_app = typer.Typer(help="avar's container images (docker/Dockerfile).", no_args_is_help=True)
 app.add_typer(images_app, name="images")
+stack_app = typer.Typer(
+    help="The compose stack from local images (docker/compose.local.yaml).", no_args_is_help=True
+)
+app.add_typer(stack_app, name="stack")
 console = Console(stderr=True)
 
 ParamsFile = Annotated[Path, typer.Option("--params", help="The params file.")]
@@ -592,6 +596,54 @@ def images_build(
 
     built = build(variant, tag, echo=console.print)
     print(built)
+
+
+EnvFile = Annotated[
+    Path, typer.Option("--env-file", help="The stack's settings and secrets (avar.env.example).")
+]
+
+
+@stack_app.command("up")
+@friendly_errors
+def stack_up(env_file: EnvFile = Path("docker/avar.env")) -> None:
+    """Build avar's CPU image and the stack's images, start the stack, wait until healthy."""
+    from avar.stack import LocalStack, up
+
+    stack = LocalStack(env_file)
+    up(stack, echo=console.print)
+    console.print(f"Prefect UI  {stack.prefect_api[:-4]}\nMLflow UI   {stack.mlflow_uri}")
+
+
+@stack_app.command("run")
+@friendly_errors
+def stack_run(
+    env_file: EnvFile = Path("docker/avar.env"),
+    param: Annotated[
+        list[str] | None,
+        typer.Option("-p", "--param", help="A flow parameter: key=value (YAML value)."),
+    ] = None,
+) -> None:
+    """Deploy avar/full-docker to the stack's docker work pool from AVAR_WORKSPACE, run it
+    and follow it here (as `avar run`)."""
+    from avar.stack import LocalStack, deploy
+
+    stack = LocalStack(env_file)
+    deploy(stack)
+    os.environ.update(stack.client_env())
+    run_command("avar/full-docker", param)
+
+
+@stack_app.command("down")
+@friendly_errors
+def stack_down(
+    env_file: EnvFile = Path("docker/avar.env"),
+    volumes: Annotated[bool, typer.Option(help="Remove the database volume too.")] = False,
+) -> None:
+    """Stop and remove the stack's containers."""
+    from avar.stack import LocalStack, down
+
+    down(LocalStack(env_file), volumes)
+    console.print("stack down")
 
 
 if __name__ == "__main__":

@@ -102,9 +102,11 @@ def last_line(text: str) -> str:
 
 
 def requirements() -> list[str]:
-    """avar's dependencies as pyproject.toml declares them."""
+    """avar's dependencies and its `stack` extra (the compose stack's services run from
+    the same image) as pyproject.toml declares them."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], *FOR_BOOKWORM, "setuptools>=68", "wheel"]
+    stack = project["optional-dependencies"]["stack"]
+    return [*project["dependencies"], *stack, *FOR_BOOKWORM, "setuptools>=68", "wheel"]
 
 
 def frozen() -> str:
