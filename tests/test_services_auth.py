@@ -3,11 +3,8 @@ admin taken from the environment; a request without credentials is refused."""
 
 from __future__ import annotations
 
-import base64
-import urllib.error
-import urllib.request
-
 import pytest
+from http_status import status
 from ports import free_port
 
 from avar.errors import UserError
@@ -15,18 +12,6 @@ from avar.services import Stack, down, start_mlflow, wait_healthy
 
 pytestmark = pytest.mark.slow
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
-
-
-def status(url: str, user: str | None = None, password: str | None = None) -> int:
-    request = urllib.request.Request(url)
-    if user is not None:
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as err:
-        return err.code
 
 
 def test_mlflow_with_auth_refuses_requests_without_the_password(tmp_path, monkeypatch):

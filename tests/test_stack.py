@@ -9,18 +9,16 @@ end (the last test checks that nothing of it is left)."""
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import secrets
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+from http_status import status
 from ports import free_port
 from workspace import copy_project
 
@@ -103,28 +101,17 @@ def test_no_service_process_runs_as_root(stack):
         assert 0 not in uids, f"{service} runs a process as root"
 
 
-def get(url: str, auth: tuple[str, str] | None = None) -> int:
-    request = urllib.request.Request(url)
-    if auth:
-        token = base64.b64encode(":".join(auth).encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status
-    except urllib.error.HTTPError as err:
-        return err.code
-
-
 def test_mlflow_answers_health_openly_and_everything_else_with_credentials_only(stack):
-    admin = (stack.values["MLFLOW_AUTH_ADMIN_USERNAME"], stack.values["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    values = stack.values
+    user, password = values["MLFLOW_AUTH_ADMIN_USERNAME"], values["MLFLOW_AUTH_ADMIN_PASSWORD"]
     search = f"{stack.mlflow_uri}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert get(f"{stack.mlflow_uri}/health") == 200
-    assert get(search) == 401
-    assert get(search, (admin[0], "wrong")) == 401
-    assert get(search, admin) == 200
-    prefect_auth = tuple(stack.values["AVAR_PREFECT_AUTH"].split(":", 1))
-    assert get(f"{stack.prefect_api}/admin/version") == 401
-    assert get(f"{stack.prefect_api}/admin/version", prefect_auth) == 200
+    assert status(f"{stack.mlflow_uri}/health") == 200
+    assert status(search) == 401
+    assert status(search, user, "wrong") == 401
+    assert status(search, user, password) == 200
+    prefect_user, prefect_password = stack.values["AVAR_PREFECT_AUTH"].split(":", 1)
+    assert status(f"{stack.prefect_api}/admin/version") == 401
+    assert status(f"{stack.prefect_api}/admin/version", prefect_user, prefect_password) == 200
 
 
 def proxy_log(stack: LocalStack) -> list[tuple[int, str, str]]:
