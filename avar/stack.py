@@ -65,6 +65,9 @@ def read_env(path: Path) -> dict[str, str]:
     missing = [key for key in REQUIRED if not values.get(key)]
     if missing:
         raise StackError(f"{path}: set {', '.join(missing)} (see docker/avar.env.example)")
+    placeholders = [key for key, value in values.items() if "change-me" in value]
+    if placeholders:
+        raise StackError(f"{path}: {', '.join(placeholders)} still hold the example's change-me")
     return values
 
 

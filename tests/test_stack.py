@@ -216,6 +216,9 @@ def test_a_bad_env_file_gets_one_line(tmp_path):
     env_file.write_text("AVAR_WORKSPACE=/srv/avar\n")
     with pytest.raises(StackError, match=r"set AVAR_DB_PASSWORD, .*AVAR_DOCKER_GID"):
         read_env(env_file)
+    example = Path(__file__).resolve().parents[1] / "docker" / "avar.env.example"
+    with pytest.raises(StackError, match=r"AVAR_DB_PASSWORD, .* still hold the example's"):
+        read_env(example)
 
 
 def test_down_leaves_nothing_running(stack):
