@@ -4,6 +4,11 @@ Generation runs under `plain_generation(model, tokenizer)`: the checkpoint's own
 generation_config.json (repetition_penalty, top_k, top_p, ...) is set aside for one that
 holds only its stop and pad ids, so greedy answers are the argmax and GRPO's samples are
 drawn from softmax(logits / temperature), the distribution its log-probs are taken from.
+
+Given an engine (`generate.backend: vllm`, avar.engine), the answers come from it instead,
+with the same prompts, images, stop tokens and suppressed vision tokens, decoded by avar's
+tokenizer; answers under an intervention always come from `model` (the steering is a hook
+on its forward).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from transformers import GenerationConfig
 
 from avar.attention.steering import steer
 from avar.config.specs import InterventionSpec
-from avar.segments import encode_batch, model_inputs
+from avar.engine.client import VllmEngine, prompt_mismatches
+from avar.segments import encode, encode_batch, model_inputs
 
+ENGINE_CHUNK = 256  # questions per request to an engine (its scheduler batches them)
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
 
 
@@ -60,8 +67,11 @@ def generate(
     batch_size: int = 8,
     intervention: InterventionSpec | None = None,
     progress: bool = True,
+    engine: VllmEngine | None = None,
 ) -> list[str]:
     """Greedy completions (special tokens stripped), one per conversation, in order."""
+    if engine is not None and intervention is None:
+        return engine_generate(engine, model, processor, conversations, max_new_tokens, progress)
     tokenizer = processor.tokenizer
     texts: list[str] = []
     starts = range(0, len(conversations), batch_size)
@@ -83,4 +93,24 @@ def generate(
             )
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         texts += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    return texts
+
+
+def engine_generate(
+    engine: VllmEngine, model, processor, conversations, max_new_tokens: int, progress: bool
+) -> list[str]:
+    """`generate`'s greedy answers, through `engine` (its prompt ids checked against avar's)."""
+    tokenizer = processor.tokenizer
+    stops = stop_token_ids(model.generation_config, tokenizer)
+    texts: list[str] = []
+    starts = range(0, len(conversations), ENGINE_CHUNK)
+    for start in tqdm(starts, desc="generate (vllm)", unit="chunk", disable=not progress):
+        chunk = conversations[start : start + ENGINE_CHUNK]
+        samples, prompt_ids = engine.sample(
+            processor, chunk, 1, 0.0, max_new_tokens, stops, vision_token_ids(tokenizer)
+        )
+        ours = [encode(processor, c, add_generation_prompt=True).input_ids for c in chunk]
+        prompt_mismatches(ours, prompt_ids, "generate")
+        ids = [s[0].token_ids for s in samples]
+        texts += tokenizer.batch_decode(ids, skip_special_tokens=True)
     return texts

@@ -127,18 +127,23 @@ def check_messages(messages: list[dict], special_tokens: list[str]) -> None:
                     )
 
 
-def encode(processor, messages: list[dict], add_generation_prompt: bool = False) -> Encoded:
-    """Render with the processor's chat template and encode with exact segments."""
-    tokenizer = processor.tokenizer
-    check_messages(messages, list(tokenizer.all_special_tokens))
-    images = conversation_images(messages)
-    rendered = tokenizer.apply_chat_template(
+def render(processor, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """The conversation as the processor's chat template writes it: text with one
+    `<|image_pad|>` per image (what `encode` tokenizes, and what vLLM is given)."""
+    return processor.tokenizer.apply_chat_template(
         messages,
         chat_template=processor.chat_template,
         tokenize=False,
         add_generation_prompt=add_generation_prompt,
     )
-    pieces = split_rendered(rendered)
+
+
+def encode(processor, messages: list[dict], add_generation_prompt: bool = False) -> Encoded:
+    """Render with the processor's chat template and encode with exact segments."""
+    tokenizer = processor.tokenizer
+    check_messages(messages, list(tokenizer.all_special_tokens))
+    images = conversation_images(messages)
+    pieces = split_rendered(render(processor, messages, add_generation_prompt))
     slots = sum(p.segment == Segment.IMAGE for p in pieces)
     if slots != len(images):
         raise ValueError(f"template rendered {slots} image slots for {len(images)} images")

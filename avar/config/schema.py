@@ -500,6 +500,45 @@ class CheckpointEvalConfig:
 
 
 @dataclass
+class VllmConfig:
+    python: str = ""
+    """The Python of the environment vLLM is installed in: empty means $AVAR_VLLM_PYTHON
+    when set (the GPU image sets it), else `.avar/vllm-env/bin/python` (`make vllm-env`).
+    vLLM pins transformers and fastapi versions that conflict with avar's, so it runs in a
+    process of its own (avar.engine.worker), never imported by avar."""
+    gpu_memory_utilization: float = 0.3
+    """Share of the GPU's memory the engine takes (its weights and KV cache), beside the
+    training process on the same GPU (`avar plan rl` counts it)."""
+    kv_cache_gib: int = 1
+    """On CPU: GiB of KV cache (vLLM's VLLM_CPU_KVCACHE_SPACE, whole GiB)."""
+    max_model_len: int = 2048
+    """Longest prompt + completion the engine schedules, in tokens."""
+    enforce_eager: bool = False
+    """No CUDA graphs (less memory, slower decoding); always on for CPU."""
+
+    def check(self, key: str) -> None:
+        share = self.gpu_memory_utilization
+        _require(0 < share < 1, f"{key}.gpu_memory_utilization", "a float in (0, 1)", share)
+        _require(self.kv_cache_gib >= 1, f"{key}.kv_cache_gib", "an int >= 1", self.kv_cache_gib)
+        _require(self.max_model_len >= 64, f"{key}.max_model_len", "an int >= 64", self.max_model_len)
+
+
+@dataclass
+class GenerateConfig:
+    backend: Literal["hf", "vllm"] = "hf"
+    """What samples GRPO's groups and writes greedy answers (rl, checkpoint scoring, eval,
+    `avar vas --generate`, the study): `hf` is transformers' `generate` in the stage's own
+    process; `vllm` is a vLLM engine per stage process (its weights follow the policy after
+    every GRPO step). Grading, r_visual and VAS always come from avar's own forward;
+    answers under an intervention always come from `hf` (the steering is a hook on it)."""
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+    """The engine's settings, for `backend: vllm`."""
+
+    def check(self, key: str) -> None:
+        self.vllm.check(f"{key}.vllm")
+
+
+@dataclass
 class VasConfig:
     queries: Literal["response", "prompt", "last"] = "response"
     """Query tokens whose attention is measured."""
@@ -790,6 +829,7 @@ class Params:
     sft_mm: SftMmConfig = field(default_factory=SftMmConfig)
     rl: RlConfig = field(default_factory=RlConfig)
     checkpoint_eval: CheckpointEvalConfig = field(default_factory=CheckpointEvalConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     vas: VasConfig = field(default_factory=VasConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
