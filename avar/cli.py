@@ -202,6 +202,7 @@ def vas(
     """Visual Attention Score: image mass / system mass of the response's attention."""
     from avar.config.specs import parse_intervention
     from avar.data.chats import load_records
+    from avar.engine.client import answering_engine
     from avar.eval.measure import VasSettings, measure_vas
     from avar.io import write_json
     from avar.models.loader import load
@@ -219,7 +220,11 @@ def vas(
     )
     records, root = load_records(data, limit)
     net, processor = load(model, cfg.model, "eager" if settings.impl == "eager" else None)
-    result = measure_vas(net, processor, records, root, settings, cfg.model.system_prompt)
+    steered = settings.intervene is not None
+    with answering_engine(cfg.generate, cfg.model, model, not generate or steered) as engine:
+        result = measure_vas(
+            net, processor, records, root, settings, cfg.model.system_prompt, engine=engine
+        )
     result["model"], result["data"] = model, str(data)
     write_json(out, result)
     Console().print(vas_table(result))

@@ -8,9 +8,9 @@ in two rounds, each through both:
     groups   GRPO's rollouts: --group-size samples per prompt at temperature 1, top-k/top-p
              off, vision tokens suppressed (as `avar stage rl` samples)
 
-vLLM runs in its own environment (`make vllm-env`: .avar/vllm-env), through
-bench/vllm/run_vllm.py, on the same rendered prompts and images. Prints the tokens per
-second of each (median of --repeats after the engine is loaded; vLLM's load time apart),
+vLLM runs as `generate.backend: vllm` runs it (avar.engine: its own environment, `make
+vllm-env`, spoken to over pipes), on the same rendered prompts and images. Prints the tokens
+per second of each (median of --repeats after the engine is loaded; its load time apart),
 the ratio vLLM / HF, and how many greedy answers and prompts' token ids are identical.
 
     make vllm-env && .venv/bin/python bench/generate.py
@@ -21,27 +21,24 @@ the ratio vLLM / HF, and how many greedy answers and prompts' token ids are iden
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from avar.config.schema import ModelConfig
+from avar.config.schema import GenerateConfig, ModelConfig
 from avar.data.chats import load_records, prompts
 from avar.data.synth import synthesize
+from avar.engine.client import VllmEngine, engine_spec
 from avar.generate import plain_generation, stop_token_ids, vision_token_ids
 from avar.models.loader import load
 from avar.models.tiny import init_tiny
 from avar.segments import encode, encode_batch, model_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = ROOT / ".avar" / "vllm-env" / "bin" / "python"
-VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+DTYPES = ("bf16", "fp16", "fp32")
 
 
 def until_stop(ids: list[int], stops: list[int]) -> list[int]:
@@ -73,21 +70,21 @@ def hf_round(model, processor, chats, args, n: int, sample: bool, stops) -> tupl
     return time.perf_counter() - tic, out
 
 
-def vllm_rounds(request: dict, work: Path) -> dict:
-    if not VLLM_PYTHON.is_file():
-        sys.exit(f"no vLLM environment at {VLLM_PYTHON.parent.parent}: run `make vllm-env`")
-    (work / "request.json").write_text(json.dumps(request))
-    done = subprocess.run(
-        [str(VLLM_PYTHON), str(ROOT / "bench/vllm/run_vllm.py")]
-        + [str(work / "request.json"), str(work / "result.json")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+def vllm_round(engine, processor, chats, args, n: int, sample: bool, stops) -> tuple:
+    """One pass of the engine over `chats` (`n` samples each): seconds, token ids and the
+    prompts' token ids as vLLM built them."""
+    tic = time.perf_counter()
+    samples, prompt_ids = engine.sample(
+        processor,
+        chats,
+        n,
+        1.0 if sample else 0.0,
+        args.max_new_tokens,
+        stops,
+        vision_token_ids(processor.tokenizer),
     )
-    if done.returncode != 0:
-        said = [line for line in done.stdout.splitlines() if "WARNING" not in line]
-        sys.exit(f"vLLM exited {done.returncode}:\n" + "\n".join(said[-60:]))
-    return json.loads((work / "result.json").read_text())
+    seconds = time.perf_counter() - tic
+    return seconds, [until_stop(s.token_ids, stops) for each in samples for s in each], prompt_ids
 
 
 def main() -> None:
@@ -102,7 +99,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", default="fp32", choices=sorted(VLLM_DTYPES))
+    parser.add_argument("--dtype", default="fp32", choices=DTYPES)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -117,13 +114,6 @@ def main() -> None:
         tokenizer = processor.tokenizer
         chats = prompts(records, root, None)
         stops = stop_token_ids(model.generation_config, tokenizer)
-        texts = [
-            tokenizer.apply_chat_template(
-                c, chat_template=processor.chat_template, tokenize=False, add_generation_prompt=True
-            )
-            for c in chats
-        ]
-        images = [str(root / r["images"][0]) for r in records]
         rounds = {"greedy": (1, False), "groups": (args.group_size, True)}
         hf = {}
         for name, (n, sample) in rounds.items():
@@ -132,39 +122,33 @@ def main() -> None:
                 for _ in range(args.repeats)
             ]
             hf[name] = (statistics.median(s for s, _ in runs), runs[-1][1])
-        request = {
-            "model": folder,
-            "prompts": [{"text": t, "image": i} for t, i in zip(texts, images, strict=True)],
-            "rounds": [
-                {"name": name, "n": n, "temperature": 1.0 if sample else 0.0}
-                | {"max_tokens": args.max_new_tokens, "repeats": args.repeats}
-                for name, (n, sample) in rounds.items()
-            ],
-            "stop_token_ids": stops,
-            "suppress_token_ids": vision_token_ids(tokenizer),
-            "seed": args.seed,
-            "dtype": VLLM_DTYPES[args.dtype],
-        }
-        vllm = vllm_rounds(request, work)
+        spec = engine_spec(GenerateConfig(backend="vllm"), section, args.seed)
+        assert spec is not None
+        tic = time.perf_counter()
+        with VllmEngine(spec, folder) as engine:
+            load_s = time.perf_counter() - tic
+            vllm = {}
+            for name, (n, sample) in rounds.items():
+                runs = [
+                    vllm_round(engine, processor, chats, args, n, sample, stops)
+                    for _ in range(args.repeats)
+                ]
+                vllm[name] = (statistics.median(r[0] for r in runs), runs[-1][1], runs[-1][2])
         avar_ids = [encode(processor, c, add_generation_prompt=True).input_ids for c in chats]
-    same_prompts = sum(
-        a == v for a, v in zip(avar_ids, vllm["rounds"]["greedy"]["prompt_token_ids"], strict=True)
-    )
-    greedy_v = [until_stop(ids, stops) for ids in vllm["rounds"]["greedy"]["token_ids"]]
-    same = sum(a == b for a, b in zip(hf["greedy"][1], greedy_v, strict=True))
+    same_prompts = sum(a == v for a, v in zip(avar_ids, vllm["greedy"][2], strict=True))
+    same = sum(a == b for a, b in zip(hf["greedy"][1], vllm["greedy"][1], strict=True))
     print(
         f"model {folder}, {args.prompts} prompts, max {args.max_new_tokens} new tokens, "
-        f"median of {args.repeats}; vLLM engine load {vllm['load_s']:.1f} s"
+        f"median of {args.repeats}; vLLM engine load {load_s:.1f} s"
     )
     print(f"prompt token ids identical: {same_prompts} of {len(chats)}")
     print(f"greedy answers identical (token for token): {same} of {len(chats)}")
     print(f"{'round':<8} {'HF tok/s':>10} {'vLLM tok/s':>11} {'vLLM / HF':>10}")
     for name in rounds:
         hf_s, hf_ids = hf[name]
-        v = vllm["rounds"][name]
-        v_ids = [until_stop(ids, stops) for ids in v["token_ids"]]
+        v_s, v_ids, _ = vllm[name]
         hf_rate = sum(map(len, hf_ids)) / hf_s
-        v_rate = sum(map(len, v_ids)) / statistics.median(v["seconds"])
+        v_rate = sum(map(len, v_ids)) / v_s
         print(f"{name:<8} {hf_rate:>10.1f} {v_rate:>11.1f} {v_rate / hf_rate:>9.2f}x")
 
 

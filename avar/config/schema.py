@@ -520,7 +520,8 @@ class VllmConfig:
         share = self.gpu_memory_utilization
         _require(0 < share < 1, f"{key}.gpu_memory_utilization", "a float in (0, 1)", share)
         _require(self.kv_cache_gib >= 1, f"{key}.kv_cache_gib", "an int >= 1", self.kv_cache_gib)
-        _require(self.max_model_len >= 64, f"{key}.max_model_len", "an int >= 64", self.max_model_len)
+        length = self.max_model_len
+        _require(length >= 64, f"{key}.max_model_len", "an int >= 64", length)
 
 
 @dataclass

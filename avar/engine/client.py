@@ -18,6 +18,8 @@ import logging
 import os
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +31,8 @@ from avar.segments import conversation_images, render
 log = logging.getLogger(__name__)
 
 WORKER = Path(__file__).with_name("worker.py")
-DEFAULT_PYTHON = Path(".avar/vllm-env/bin/python")
+VLLM_ENV_PYTHON = Path(".avar/vllm-env/bin/python")  # what `make vllm-env` builds
+CHECKOUT = Path(__file__).resolve().parents[2]  # avar's own folder (an editable install)
 VLLM_DTYPES = {"torch.float32": "float32", "torch.bfloat16": "bfloat16", "torch.float16": "float16"}
 
 
@@ -47,9 +50,17 @@ class EngineSpec:
     seed: int
     device: str  # cpu | cuda | cuda:N
 
-    def python(self) -> Path:
-        """The vLLM environment's Python: the setting, $AVAR_VLLM_PYTHON, or make's default."""
-        return Path(self.vllm.python or os.environ.get("AVAR_VLLM_PYTHON") or DEFAULT_PYTHON)
+    def pythons(self) -> list[Path]:
+        """Where the vLLM environment's Python may be, in order: the setting, else
+        $AVAR_VLLM_PYTHON, else `make vllm-env`'s in this folder or in avar's checkout."""
+        chosen = self.vllm.python or os.environ.get("AVAR_VLLM_PYTHON")
+        if chosen:
+            return [Path(chosen)]
+        return list(dict.fromkeys([VLLM_ENV_PYTHON.absolute(), CHECKOUT / VLLM_ENV_PYTHON]))
+
+    def python(self) -> Path | None:
+        """The first of `pythons` that exists."""
+        return next((p for p in self.pythons() if p.is_file()), None)
 
 
 def engine_spec(generate: GenerateConfig, model: ModelConfig, seed: int = 0) -> EngineSpec | None:
@@ -59,6 +70,21 @@ def engine_spec(generate: GenerateConfig, model: ModelConfig, seed: int = 0) -> 
     device = resolve_device(model.device)
     dtype = VLLM_DTYPES[str(resolve_dtype(model.dtype, device))]
     return EngineSpec(generate.vllm, dtype, seed, str(device))
+
+
+@contextmanager
+def answering_engine(
+    generate: GenerateConfig, model: ModelConfig, folder: str, steered: bool = False
+) -> Iterator[VllmEngine | None]:
+    """The engine that writes greedy answers of the model in `folder` under
+    `generate.backend: vllm` (closed on exit); None for `hf`, and for answers under an
+    intervention (the steering is a hook on avar's forward: `model` answers those)."""
+    spec = engine_spec(generate, model, model.seed)
+    if spec is None or steered:
+        yield None
+        return
+    with VllmEngine(spec, folder) as engine:
+        yield engine
 
 
 @dataclass
@@ -81,9 +107,10 @@ class VllmEngine:
 
     def __init__(self, spec: EngineSpec, folder: str | Path, max_images: int = 1):
         python = spec.python()
-        if not python.is_file():
+        if python is None:
+            tried = " or ".join(map(str, spec.pythons()))
             raise EngineError(
-                f"generate.backend: vllm: no vLLM environment at {python} (run `make vllm-env`,"
+                f"generate.backend: vllm: no vLLM environment at {tried} (run `make vllm-env`,"
                 " or set generate.vllm.python or AVAR_VLLM_PYTHON)"
             )
         env = dict(os.environ, VLLM_LOGGING_LEVEL=os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"))
@@ -197,5 +224,6 @@ def prompt_mismatches(ours: list[list[int]], theirs: list[list[int]], where: str
     then conditioned on another prompt than the one avar trains and grades on)."""
     differ = sum(a != b for a, b in zip(ours, theirs, strict=True))
     if differ:
-        log.warning("%s: vLLM built %d of %d prompts' token ids unlike avar", where, differ, len(ours))
+        said = "%s: vLLM built %d of %d prompts' token ids unlike avar"
+        log.warning(said, where, differ, len(ours))
     return differ

@@ -48,26 +48,39 @@ def merged_weights(model) -> dict[str, torch.Tensor]:
     return weights
 
 
+def gathered_weights(model) -> dict[str, torch.Tensor]:
+    """`merged_weights`, under ZeRO-3 with the partitioned weights gathered first (every
+    rank has an engine of its own: each gathers, as TRL's generation does)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return merged_weights(model)
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters())):
+        return merged_weights(model)
+
+
 class PolicyEngine:
     """A vLLM engine started from, and synced to, an in-memory model (close when done).
 
     `synced(model, version)` returns the engine holding `model`'s weights as of `version`
     (GRPO's global step): the first call writes a model folder (config, processor files,
-    weights) and starts the engine there; later calls with a new version rewrite the
-    weights and reload them.
+    weights) and starts the engine there; later calls with a new version (or another
+    model) rewrite the weights and reload them.
     """
 
     def __init__(self, spec: EngineSpec, processor):
         self.spec, self.processor = spec, processor
         self.folder = Path(tempfile.mkdtemp(prefix="avar-engine-"))
         self.engine: VllmEngine | None = None
-        self.version: int | None = None
+        self.version: tuple[int, int] | None = None  # (id of the model, its version)
         self.reloads: list[float] = []  # seconds per weight update
 
     def synced(self, model, version: int) -> VllmEngine:
-        if self.engine is not None and version == self.version:
+        if self.engine is not None and (id(model), version) == self.version:
             return self.engine
-        weights = merged_weights(model)
+        weights = gathered_weights(model)
         partial = self.folder / f".{WEIGHTS}.partial"
         save_file(weights, str(partial), metadata={"format": "pt"})
         partial.replace(self.folder / WEIGHTS)
@@ -79,7 +92,7 @@ class PolicyEngine:
         else:
             self.reloads.append(self.engine.load_weights(self.folder))
             log.debug("engine weights at version %d (%.2f s)", version, self.reloads[-1])
-        self.version = version
+        self.version = (id(model), version)
         return self.engine
 
     def close(self) -> None:

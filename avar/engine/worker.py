@@ -96,7 +96,8 @@ def generate(llm, request: dict, scratch: Path) -> dict:
     prompts = []
     for p in request["prompts"]:
         images = [Image.open(io.BytesIO(base64.b64decode(i))) for i in p["images"]]
-        prompts.append({"prompt": p["text"]} | ({"multi_modal_data": {"image": images}} if images else {}))
+        data = {"multi_modal_data": {"image": images}} if images else {}
+        prompts.append({"prompt": p["text"]} | data)
     outputs = []
     for out in llm.generate(prompts, params, use_tqdm=False):
         samples = []

@@ -11,6 +11,7 @@ import torch
 
 from avar.attention.hooks import decoder_attention
 from avar.config.specs import InterventionSpec, layer_list
+from avar.engine.client import VllmEngine
 from avar.eval.measure import VasSettings, chat_masses, report
 from avar.generate import generate
 from avar.grading import extract_answer, grade
@@ -69,6 +70,7 @@ def answer(
     with_vas: bool = True,
     progress: bool = False,
     shard: bool = True,
+    engine: VllmEngine | None = None,
 ) -> Answers:
     """Greedy answers to `prompts` (chats up to the user turn), graded against `records`.
 
@@ -76,13 +78,14 @@ def answer(
     answers are teacher-forced once more to measure their attention (with the same
     intervention, if any). Under several ranks each rank answers every world-size-th batch
     and every rank gets all answers, in order (`shard=False`: every rank answers all).
+    With `engine` (vLLM), it writes the answers; avar's model measures their VAS.
     """
     settings = VasSettings(queries="response", layers=layers, intervene=intervention, batch_size=8)
 
     def answer_batch(chunk: range) -> tuple[list[str], torch.Tensor | None]:
         batch = [prompts[i] for i in chunk]
         texts = generate(
-            model, processor, batch, max_new_tokens, batch_size, intervention, progress=False
+            model, processor, batch, max_new_tokens, batch_size, intervention, False, engine
         )
         if not with_vas:
             return texts, None

@@ -74,10 +74,18 @@ def chat_masses(model, processor, chats, settings: VasSettings, progress: bool =
 
 
 def measure_vas(
-    model, processor, records, root, settings: VasSettings, system_prompt=None, shard=True
+    model,
+    processor,
+    records,
+    root,
+    settings: VasSettings,
+    system_prompt=None,
+    shard=True,
+    engine=None,
 ):
     """The VAS report (see `report`) of `records`, whose images live under `root`. Under
-    several ranks each measures every world-size-th batch; every rank gets the report."""
+    several ranks each measures every world-size-th batch; every rank gets the report.
+    With `settings.generate` and an `engine` (vLLM), the engine writes the answers."""
     turns = prompts(records, root, system_prompt)
 
     def batch_masses_of(chunk: range) -> torch.Tensor:
@@ -92,6 +100,7 @@ def measure_vas(
                 settings.batch_size,
                 settings.intervene,
                 progress=False,
+                engine=engine,
             )
         chats = conversations(part, root, system_prompt, responses)
         return chat_masses(model, processor, chats, settings)

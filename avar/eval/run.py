@@ -63,6 +63,7 @@ def evaluate(request: EvalRequest, params: Params) -> dict:
     Each benchmark is asked as `eval.preset` and `eval.prompts` say (avar.eval.presets);
     with `eval.judge`, an LLM also extracts each final answer and its score is reported
     beside the rule-based one. Unreadable rows are skipped, counted and named."""
+    from avar.engine.client import answering_engine
     from avar.models.loader import load
 
     benches = [benchmark(name) for name in request.benches]  # unknown names fail first
@@ -82,51 +83,55 @@ def evaluate(request: EvalRequest, params: Params) -> dict:
             for b in benches
         }
     model, processor = load(request.model, params.model)
-    for bench in benches:
-        items, how = loaded[bench.name].samples, harnesses[bench.name]
-        if not items:
-            raise ValueError(f"{bench.name}: no samples in {folders[bench.name]}")
-        start = time.monotonic()
-        log.info("%s: %d samples, preset %s", bench.name, len(items), how.preset)
-        texts = [how.prompt(item) for item in items]
-        asked = [{**item, "question": text} for item, text in zip(items, texts, strict=True)]
-        answers = answer(
-            model,
-            processor_for(request.model, how, params, processor),
-            prompts(asked, None, how.system_prompt),
-            items,
-            cfg.max_new_tokens,
-            cfg.batch_size,
-            params.vas.layers,
-            intervention,
-            with_vas=request.vas,
-            progress=True,
-        )
-        rows = answers.rows()
-        for row, text in zip(rows, texts, strict=True):
-            row["prompt"] = text
-        result = {
-            **scored(answers.correct),
-            "categories": answers.by_category(),
-            **{k: (answers.vas or {}).get(k) for k in SUMMARY_KEYS},
-            "harness": how.describe(),
-            "bad_rows": loaded[bench.name].bad_rows,
-        }
-        prefix = f"eval/{bench.name}"
-        metrics.update(answers.metrics(prefix))
-        metrics[f"{prefix}/bad_rows"] = len(result["bad_rows"])
-        if judge is not None:
-            judged = judge.grade(items, texts, answers.responses)
-            result["judge"] = {**scored(judged.correct), "failed": judged.failed}
-            for row, extracted, ok in zip(rows, judged.extracted, judged.correct, strict=True):
-                row["judge_extracted"], row["judge_correct"] = extracted, ok
-            categories = [item["category"] for item in items]
-            metrics.update(accuracy_metrics(f"{prefix}/judge", judged.correct, categories))
-        if answers.vas:
-            metrics.update({f"{prefix}/{k}": result[k] for k in SUMMARY_KEYS if k != "vas_flag"})
-        result["seconds"] = round(time.monotonic() - start, 1)
-        result["samples"] = rows
-        results[bench.name] = result
+    steered = intervention is not None
+    with answering_engine(params.generate, params.model, request.model, steered) as engine:
+        for bench in benches:
+            items, how = loaded[bench.name].samples, harnesses[bench.name]
+            if not items:
+                raise ValueError(f"{bench.name}: no samples in {folders[bench.name]}")
+            start = time.monotonic()
+            log.info("%s: %d samples, preset %s", bench.name, len(items), how.preset)
+            texts = [how.prompt(item) for item in items]
+            asked = [{**item, "question": text} for item, text in zip(items, texts, strict=True)]
+            answers = answer(
+                model,
+                processor_for(request.model, how, params, processor),
+                prompts(asked, None, how.system_prompt),
+                items,
+                cfg.max_new_tokens,
+                cfg.batch_size,
+                params.vas.layers,
+                intervention,
+                with_vas=request.vas,
+                progress=True,
+                engine=engine,
+            )
+            rows = answers.rows()
+            for row, text in zip(rows, texts, strict=True):
+                row["prompt"] = text
+            result = {
+                **scored(answers.correct),
+                "categories": answers.by_category(),
+                **{k: (answers.vas or {}).get(k) for k in SUMMARY_KEYS},
+                "harness": how.describe(),
+                "bad_rows": loaded[bench.name].bad_rows,
+            }
+            prefix = f"eval/{bench.name}"
+            metrics.update(answers.metrics(prefix))
+            metrics[f"{prefix}/bad_rows"] = len(result["bad_rows"])
+            if judge is not None:
+                judged = judge.grade(items, texts, answers.responses)
+                result["judge"] = {**scored(judged.correct), "failed": judged.failed}
+                for row, extracted, ok in zip(rows, judged.extracted, judged.correct, strict=True):
+                    row["judge_extracted"], row["judge_correct"] = extracted, ok
+                categories = [item["category"] for item in items]
+                metrics.update(accuracy_metrics(f"{prefix}/judge", judged.correct, categories))
+            if answers.vas:
+                summaries = [k for k in SUMMARY_KEYS if k != "vas_flag"]
+                metrics.update({f"{prefix}/{k}": result[k] for k in summaries})
+            result["seconds"] = round(time.monotonic() - start, 1)
+            result["samples"] = rows
+            results[bench.name] = result
     return {
         "model": request.model,
         "intervention": request.intervene,

@@ -23,6 +23,16 @@ the forward that gives the log-probabilities for the loss also gives the attenti
 (`mass_probe` rides on it): r_visual costs no extra pass. `bench/visual_reward.py`
 measures both ways side by side. Everything else (DeepSpeed, checkpoints, resume, logging)
 is HF Trainer's.
+
+With an engine (`generate.backend: vllm`: avar.engine.policy) vLLM samples the groups, from
+the same prompts and images, at the same temperature, with the same stop and suppressed
+tokens; before each rollout the engine gets the policy's weights if a step has changed them.
+Everything else (the log-probs, r_visual's masses, the rewards) comes from the training
+forward as with HF. The engine's own log-prob of each sampled token is compared with the
+training forward's: `rollout/logp_diff`, the mean absolute difference, is ~0 when the engine
+samples from the policy and grows when its weights fall behind. (Both backends sample with
+the vision tokens suppressed; the loss's log-probs keep them in the normaliser, so the
+comparison renormalises the training forward's the way the sampler did.)
 """
 
 from __future__ import annotations
@@ -36,11 +46,13 @@ import torch
 from trl.models.utils import unwrap_model_for_generation
 
 from avar.config.schema import RlConfig
-from avar.generate import plain_generation, vision_token_ids
+from avar.engine.client import Sample, prompt_mismatches
+from avar.engine.policy import PolicyEngine
+from avar.generate import plain_generation, stop_token_ids, vision_token_ids
 from avar.rewards import VisualAnchoredReward
 from avar.segments import Segment, encode_batch, model_inputs
 from avar.train.checkpoints import ExactResume
-from avar.train.logps import token_logps
+from avar.train.logps import subset_logmass, token_logps
 from avar.train.lora import is_lora
 from avar.train.sft import LoggedStats, ProbesThroughBackward
 
@@ -127,10 +139,13 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
     """Trainer whose batches are prompts (records) and whose loss is GRPO's."""
 
     loss_is_scaled_for_ga = False
+    takes_engine = True  # train_stage hands it the stage's PolicyEngine, if any
 
-    def __init__(self, *args, objective: GrpoObjective, **kwargs):
+    def __init__(
+        self, *args, objective: GrpoObjective, engine: PolicyEngine | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
-        self.processor, self.objective = self.processing_class, objective
+        self.processor, self.objective, self.engine = self.processing_class, objective, engine
         self.ref_model = None
         if objective.kl_coef > 0 and not is_lora(self.model):  # LoRA: the adapters off
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -144,6 +159,12 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
             self.processor, chats, padding_side="left", add_generation_prompt=True
         )
         prompt = {k: v.to(self.args.device) for k, v in prompt.items()}
+        sample = self.engine_rollout if self.engine is not None else self.hf_rollout
+        sampled, stops = sample(model, records, prompt)
+        return self.rollout_batch(prompt, sampled, stops)
+
+    def hf_rollout(self, model, records: list[dict], prompt: dict):
+        """HF generate's groups: the sampled ids [N, C] and the stop ids."""
         tokenizer = self.processor.tokenizer
         with (
             torch.no_grad(),
@@ -161,9 +182,43 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
                 suppress_tokens=vision_token_ids(tokenizer),
             )
             policy.train()
-        completion, keep, segments = completion_parts(
-            output[:, prompt["input_ids"].shape[1] :], sampler.eos_token_id, tokenizer.pad_token_id
+        return output[:, prompt["input_ids"].shape[1] :], sampler.eos_token_id
+
+    def engine_rollout(self, model, records: list[dict], prompt: dict):
+        """The engine's groups (with its weights synced to the policy's first) as a padded
+        [N, C] tensor of sampled ids; the engine's log-prob of each kept for `logp_diff`."""
+        tokenizer, group = self.processor.tokenizer, self.objective.group_size
+        assert self.engine is not None
+        policy = self.accelerator.unwrap_model(model)
+        engine = self.engine.synced(policy, self.state.global_step)
+        stops = stop_token_ids(policy.generation_config, tokenizer)
+        samples, prompt_ids = engine.sample(
+            self.processor,
+            [r["prompt"] for r in records],
+            group,
+            self.objective.temperature,
+            self.objective.max_completion_tokens,
+            stops,
+            vision_token_ids(tokenizer),
+            logprobs=True,
         )
+        rows, masks = prompt["input_ids"][::group], prompt["attention_mask"][::group]
+        ours = [row[mask.bool()].tolist() for row, mask in zip(rows, masks, strict=True)]
+        self._stats["rollout/prompt_mismatches"].append(prompt_mismatches(ours, prompt_ids, "rl"))
+        flat: list[Sample] = [s for each in samples for s in each]
+        width = max(1, max(len(s.token_ids) for s in flat))
+        ids = torch.full((len(flat), width), tokenizer.pad_token_id, dtype=torch.long)
+        self._engine_logps = torch.full((len(flat), width), float("nan"))
+        for i, s in enumerate(flat):
+            ids[i, : len(s.token_ids)] = torch.tensor(s.token_ids, dtype=torch.long)
+            logps = s.logprobs or []
+            self._engine_logps[i, : len(logps)] = torch.tensor(logps)
+        return ids.to(self.args.device), stops
+
+    def rollout_batch(self, prompt: dict, sampled: torch.Tensor, stops: list[int]):
+        """Prompt + sampled completion [N, C] as one batch; the completion's mask; texts."""
+        tokenizer = self.processor.tokenizer
+        completion, keep, segments = completion_parts(sampled, stops, tokenizer.pad_token_id)
         batch = {
             "input_ids": torch.cat([prompt["input_ids"], completion], dim=1),
             "attention_mask": torch.cat([prompt["attention_mask"], keep.long()], dim=1),
@@ -202,6 +257,8 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
         with self.probing(model, segments, self.objective.reward.layers, detached=True) as probe:
             logits = model(**batch, logits_to_keep=keep).logits
         logps = token_logps(logits, batch["input_ids"], temperature)  # [N, C]
+        if self.engine is not None:
+            self._record_logp_diff(logits, logps, mask)
         masses = probe.masses()
         rewards = self.rewards(texts, records, masses)
         advantages = group_advantages(
@@ -234,6 +291,17 @@ class GrpoTrainer(LoggedStats, ProbesThroughBackward, ExactResume):
                 yield core
         finally:
             core.train(was_training)
+
+    def _record_logp_diff(self, logits, logps: torch.Tensor, mask: torch.Tensor) -> None:
+        """Mean |engine log-prob - training log-prob| over the completions' tokens, the
+        training forward's renormalised without the suppressed vision tokens."""
+        vision = vision_token_ids(self.processor.tokenizer)
+        suppressed = subset_logmass(logits, vision, self.objective.temperature)
+        sampled = logps.detach().float() - torch.log1p(-suppressed.exp())
+        engine = self._engine_logps.to(logps.device)
+        known = mask.to(logps.device) & torch.isfinite(engine)
+        diff = (sampled - engine).abs()[known]
+        self._stats["rollout/logp_diff"].append(diff.mean().item() if diff.numel() else 0.0)
 
     def _record(self, rewards: dict, stats: dict, mask: torch.Tensor, masses: torch.Tensor):
         for name, values in rewards.items():  # each term visible: its mean and spread

@@ -61,3 +61,16 @@ def token_logps(logits: torch.Tensor, input_ids: torch.Tensor, temperature: floa
     ids = torch.cat([ids, ids[:, -1:]], dim=1).reshape(-1)  # [N*K]
     logps = SelectedLogProbs.apply(logits.reshape(-1, vocabulary), ids, temperature)
     return logps.view(n, keep)[:, :-1]
+
+
+@torch.no_grad()
+def subset_logmass(logits: torch.Tensor, token_ids: list[int], temperature: float = 1.0):
+    """log of the probability softmax(logits / temperature) puts on `token_ids`, per row:
+    logits [N, K, V] -> [N, K-1], aligned with `token_logps` (chunked, no graph)."""
+    n, keep, vocabulary = logits.shape
+    rows = logits.reshape(-1, vocabulary)
+    out = torch.empty(rows.shape[0], dtype=torch.float32, device=logits.device)
+    for part in _chunks(rows.shape[0]):
+        scaled = rows[part].float() / temperature
+        out[part] = torch.logsumexp(scaled[:, token_ids], -1) - torch.logsumexp(scaled, -1)
+    return out.view(n, keep)[:, :-1]

@@ -24,6 +24,8 @@ from avar import ranks
 from avar.attention.losses import AttentionGuidedLoss
 from avar.config import Params
 from avar.config.schema import TrainConfig
+from avar.engine.client import engine_spec
+from avar.engine.policy import PolicyEngine
 from avar.io import write_json
 from avar.models.loader import load_model, load_processor, resolve_device, resolve_dtype
 from avar.models.weights import weights_digest
@@ -194,31 +196,43 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
     dataset = plan.build_dataset(processor)
     if device.type == "cuda" and not finished:
         check_memory(plan, model, dataset, args)
-    trainer = plan.trainer_class(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=collator,
-        processing_class=processor,
-        callbacks=[
-            ScoreCheckpoints(processor, plan.score_sets, save_rows, {row["step"] for row in rows})
-        ],
-        objective=plan.objective,
-    )
-    topology = ranks.topology(args.device)
-    start = time.monotonic()
-    if finished:  # a re-run of a finished stage: publish its last checkpoint again
-        log.info("%s already finished at %s", plan.name, finished)
-        trainer.state = TrainerState.load_from_json(str(Path(finished) / TRAINER_STATE))
-    else:
-        trainer.train(resume_from_checkpoint=resumed_from)
-    seconds = time.monotonic() - start
-    step = trainer.state.global_step
-    if not rows or rows[-1]["step"] != step:
-        row = {"step": step}
-        for scores in plan.score_sets:
-            row.update(score(trainer.model, processor, scores))
-        save_rows(row)
+    # generate.backend: vllm: one engine for the stage, started when first asked (GRPO's
+    # first rollout, the first checkpoint scored), its weights following the model's
+    spec = engine_spec(params.generate, params.model, cfg.seed)
+    engine = PolicyEngine(spec, processor) if spec else None
+    try:
+        trainer = plan.trainer_class(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            data_collator=collator,
+            processing_class=processor,
+            callbacks=[
+                ScoreCheckpoints(
+                    processor, plan.score_sets, save_rows, {row["step"] for row in rows}, engine
+                )
+            ],
+            objective=plan.objective,
+            **({"engine": engine} if getattr(plan.trainer_class, "takes_engine", False) else {}),
+        )
+        topology = ranks.topology(args.device)
+        start = time.monotonic()
+        if finished:  # a re-run of a finished stage: publish its last checkpoint again
+            log.info("%s already finished at %s", plan.name, finished)
+            trainer.state = TrainerState.load_from_json(str(Path(finished) / TRAINER_STATE))
+        else:
+            trainer.train(resume_from_checkpoint=resumed_from)
+        seconds = time.monotonic() - start
+        step = trainer.state.global_step
+        if not rows or rows[-1]["step"] != step:
+            row = {"step": step}
+            for scores in plan.score_sets:
+                synced = engine.synced(trainer.model, step) if engine else None
+                row.update(score(trainer.model, processor, scores, synced))
+            save_rows(row)
+    finally:
+        if engine is not None:
+            engine.close()
     if finished and not lora:  # the checkpoint holds the final weights as they were saved
         publish_checkpoint(trainer, finished, plan.model_dir, cfg.out_dir)
     else:

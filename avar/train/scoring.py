@@ -31,14 +31,14 @@ class ScoreSet:
         return cls(name, records, prompts(records, root, system_prompt), **kwargs)
 
 
-def score(model, processor, scores: ScoreSet) -> dict[str, float | None]:
+def score(model, processor, scores: ScoreSet, engine=None) -> dict[str, float | None]:
     """`{name}/accuracy` with its n and 95% interval (overall and per category, as
     `avar.stats.accuracy_metrics` names them), `{name}/vas` with its summaries (log10, the
     ratio of mean masses, the low-system-mass flag) and the image and system masses.
 
     Under several ranks each rank answers its share of the questions and every rank gets
     the whole row; under ZeRO-3 (whose forward passes are collective) every rank answers
-    every question."""
+    every question. With `engine` (vLLM, holding `model`'s weights) it writes the answers."""
     answers = answer(
         model,
         processor,
@@ -48,6 +48,7 @@ def score(model, processor, scores: ScoreSet) -> dict[str, float | None]:
         scores.batch_size,
         scores.layers,
         shard=not is_deepspeed_zero3_enabled(),
+        engine=engine,
     )
     vas = answers.vas or {}
     return {
@@ -64,9 +65,12 @@ class ScoreCheckpoints(TrainerCallback):
     is scored; `on_row` writes only on the main process.
     """
 
-    def __init__(self, processor, score_sets: list[ScoreSet], on_row, scored: set[int]):
+    def __init__(
+        self, processor, score_sets: list[ScoreSet], on_row, scored: set[int], engine=None
+    ):
         self.processor, self.score_sets, self.on_row = processor, score_sets, on_row
         self.scored = scored  # steps that already have a row
+        self.engine = engine  # a PolicyEngine (generate.backend: vllm): synced, then asked
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         """A run resumed from a checkpoint that was saved but not scored scores it now."""
@@ -82,8 +86,9 @@ class ScoreCheckpoints(TrainerCallback):
 
     def on_save(self, args, state, control, model=None, **kwargs):
         row = {"step": state.global_step}
+        engine = self.engine.synced(model, state.global_step) if self.engine else None
         for scores in self.score_sets:
-            row.update(score(model, self.processor, scores))
+            row.update(score(model, self.processor, scores, engine))
         row.update(last_losses(state.log_history))
         self.scored.add(state.global_step)
         self.on_row(row)
