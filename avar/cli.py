@@ -410,7 +410,8 @@ def plan_command(
     overrides: Overrides = None,
 ) -> None:
     """Whether a training stage fits on the GPUs: per-GPU memory of weights, gradients,
-    optimizer state and activations, from the model's config.json alone (exit 1: no)."""
+    optimizer state and activations, from the model's config.json alone (exit 1: no); under
+    `generate.backend: vllm`, beside the engine's share of the GPU."""
     from avar import launch
     from avar.stages import TRAINING_STAGES
     from avar.train.plan import estimate, load_config, stage_setup
@@ -423,7 +424,8 @@ def plan_command(
     where = (gpus_per_node or ranks.nproc_per_node, nodes or ranks.nnodes)
     section = getattr(cfg, stage)
     frozen = 4 if cfg.model.dtype == "fp32" else 2  # LoRA's frozen weights; auto: bf16 on GPUs
-    setup = stage_setup(section, where, seq_len, image_tokens, gpu_gb, frozen)
+    share = cfg.generate.vllm.gpu_memory_utilization if cfg.generate.backend == "vllm" else 0.0
+    setup = stage_setup(section, where, seq_len, image_tokens, gpu_gb, frozen, share)
     name = model or cfg.model.name_or_path
     if name in ("tiny", "small"):
         name = cfg.model.init_dir

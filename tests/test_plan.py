@@ -13,7 +13,7 @@ from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem
 from typer.testing import CliRunner
 
 from avar.cli import app
-from avar.train.plan import Setup, count, estimate, load_config, model_states
+from avar.train.plan import GB, Setup, count, estimate, load_config, model_states
 
 ROOT = Path(__file__).resolve().parents[1]
 QWEN_7B = ROOT / "tests/fixtures/qwen2_5_vl_7b"
@@ -169,3 +169,21 @@ def test_the_stage_check_is_sized_by_its_longest_training_sequence(processor, vi
     assert tokens == max(len(item.input_ids) for item in items)
     assert 0 < images < tokens
     assert longest([{"prompt": []}], int(Segment.IMAGE)) is None  # GRPO rows: not checked
+
+
+def test_the_vllm_engines_share_comes_off_the_budget_and_must_hold_its_weights(qwen):
+    from avar.config.schema import RlConfig
+    from avar.train.plan import stage_setup
+
+    config = qwen[0]
+    rl = RlConfig(batch_size=1, deepspeed="zero3", gradient_checkpointing=True)
+    alone = estimate(config, stage_setup(rl, (8, 1), 2048, 1024, 80.0))
+    beside = estimate(config, stage_setup(rl, (8, 1), 2048, 1024, 80.0, engine_share=0.3))
+    assert beside.parts == alone.parts  # training's own parts do not change
+    assert alone.budget == pytest.approx(80 * GB * 0.9)
+    assert beside.budget == pytest.approx(80 * GB * (1 - 0.1 - 0.3))  # 48 GB
+    assert beside.engine_weights == 2 * alone.params  # bf16: 16.6 GB of 24 GB
+    assert beside.fits and "vLLM engine" in "\n".join(beside.lines())
+    small = estimate(config, stage_setup(rl, (8, 1), 2048, 1024, 80.0, engine_share=0.15))
+    assert not small.fits  # 12 GB cannot hold 16.6 GB of weights
+    assert "raise generate.vllm.gpu_memory_utilization" in small.lines()[-1]

@@ -69,6 +69,9 @@ class Setup:
     """Positions per sequence whose logits are computed (0: every one of seq_len)."""
     logit_bytes: int = 8
     """Bytes per logit held for backward (8: SFT's bf16 + fp32 softmax; 4: GRPO's)."""
+    engine_share: float = 0.0
+    """Share of the GPU's memory the stage's vLLM engine takes beside training
+    (`generate.vllm.gpu_memory_utilization` under `generate.backend: vllm`; 0: none)."""
 
     @property
     def ranks(self) -> int:
@@ -90,11 +93,22 @@ class Estimate:
 
     @property
     def budget(self) -> float:
-        return self.setup.gpu_gb * GB * (1 - self.setup.headroom)
+        s = self.setup
+        return s.gpu_gb * GB * (1 - s.headroom - s.engine_share)
+
+    @property
+    def engine_weights(self) -> float:
+        """The engine's copy of the weights (bf16), which its share must hold."""
+        return 2 * self.params if self.setup.engine_share else 0.0
+
+    @property
+    def engine_fits(self) -> bool:
+        share = self.setup.engine_share
+        return not share or self.engine_weights < share * self.setup.gpu_gb * GB
 
     @property
     def fits(self) -> bool:
-        return self.total <= self.budget
+        return self.total <= self.budget and self.engine_fits
 
     def lines(self) -> list[str]:
         s = self.setup
@@ -111,16 +125,28 @@ class Estimate:
             f"{s.seq_len} tokens ({s.image_tokens} image)",
             *(f"  {name:<12} {value / GB:8.1f} GB" for name, value in self.parts.items()),
             f"  {'total':<12} {self.total / GB:8.1f} GB per GPU, of "
-            f"{self.budget / GB:.1f} GB usable ({s.gpu_gb:g} GB less {s.headroom:.0%})",
+            f"{self.budget / GB:.1f} GB usable ({s.gpu_gb:g} GB less {s.headroom:.0%}"
+            + (f" and the vLLM engine's {s.engine_share:.0%})" if s.engine_share else ")"),
         ]
-        if self.fits:
-            rows.append("fits")
-        else:
+        engine_gb = s.engine_share * s.gpu_gb
+        if s.engine_share:
+            rows.append(
+                f"  vLLM engine  {engine_gb:8.1f} GB: its weights {self.engine_weights / GB:.1f} GB"
+                f", the rest its KV cache"
+            )
+        if not self.engine_fits:
+            rows.append(
+                f"does not fit: the vLLM engine's {engine_gb:.1f} GB cannot hold its weights "
+                f"({self.engine_weights / GB:.1f} GB); raise generate.vllm.gpu_memory_utilization"
+            )
+        if self.total > self.budget:
             largest = max(self.parts, key=lambda k: self.parts[k])
             rows.append(
                 f"does not fit: {self.total / GB:.1f} GB needed, {self.budget / GB:.1f} GB "
                 f"usable; the largest part is {largest} ({self.parts[largest] / GB:.1f} GB)"
             )
+        if self.fits:
+            rows.append("fits")
         return rows
 
 
@@ -227,11 +253,12 @@ def stage_setup(
     image_tokens: int,
     gpu_gb: float,
     frozen_bytes: int = 2,
+    engine_share: float = 0.0,
 ):
     """The Setup of a training stage's section (`deepspeed`, `gradient_checkpointing`,
     `batch_size`; GRPO's forward holds `batch_size x group_size` sequences and logits for
     their completions only) on (GPUs per node, nodes); `frozen_bytes`: the weights dtype's
-    size, for LoRA's frozen weights."""
+    size, for LoRA's frozen weights; `engine_share`: the vLLM engine's share of the GPU."""
     zero, offload = zero_settings(section.deepspeed)
     completion = getattr(section, "max_completion_tokens", 0)
     return Setup(
@@ -247,6 +274,7 @@ def stage_setup(
         gpu_gb=gpu_gb,
         logit_tokens=completion + 1 if completion else 0,
         logit_bytes=4 if completion else 8,
+        engine_share=engine_share,
     )
 
 

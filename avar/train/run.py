@@ -195,7 +195,9 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
     collator = plan.collator(processor) if plan.collator else None
     dataset = plan.build_dataset(processor)
     if device.type == "cuda" and not finished:
-        check_memory(plan, model, dataset, args)
+        vllm = params.generate.backend == "vllm"  # the engine's share of the GPU beside it
+        share = params.generate.vllm.gpu_memory_utilization if vllm else 0.0
+        check_memory(plan, model, dataset, args, share)
     # generate.backend: vllm: one engine for the stage, started when first asked (GRPO's
     # first rollout, the first checkpoint scored), its weights following the model's
     spec = engine_spec(params.generate, params.model, cfg.seed)
@@ -263,7 +265,7 @@ def train_stage(plan: StagePlan, params: Params) -> StageResult:
     return result
 
 
-def check_memory(plan: StagePlan, model, dataset, args) -> None:
+def check_memory(plan: StagePlan, model, dataset, args, engine_share: float = 0.0) -> None:
     """On a GPU, stop before training when `avar plan` says the stage does not fit, sized
     by the longest of its first training sequences (GRPO's prompts are not checked)."""
     from avar.segments import Segment
@@ -278,6 +280,6 @@ def check_memory(plan: StagePlan, model, dataset, args) -> None:
     frozen = 2  # bytes per frozen weight (LoRA): the loaded model's own
     if plan.cfg.lora.r:
         frozen = next(p for p in model.parameters() if not p.requires_grad).element_size()
-    setup = stage_setup(plan.cfg, where, *sizes, gpu_gb, frozen)
+    setup = stage_setup(plan.cfg, where, *sizes, gpu_gb, frozen, engine_share)
     result = require_fit(plan.name, model.config, setup, plan.cfg.lora)
     log.info("%s: about %.1f GB per GPU of %.1f GB", plan.name, result.total / GB, gpu_gb)
