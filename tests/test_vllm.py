@@ -21,7 +21,7 @@ from avar.data import read_jsonl
 from avar.engine.client import EngineError, EngineSpec, VllmEngine, engine_spec
 from avar.engine.policy import PolicyEngine, merged_weights
 from avar.generate import generate
-from avar.models.loader import load_model
+from avar.models.loader import load_model, load_processor
 from avar.stages.rl import keep_rows, prompt_rows
 from avar.train.grpo import GrpoObjective, GrpoTrainer
 
@@ -82,8 +82,12 @@ def test_lora_weights_are_merged_as_peft_merges_them(tiny_dir):
 
 @pytest.mark.slow
 @needs_vllm
-def test_greedy_answers_through_vllm_equal_hf_generate(tiny_dir, processor, engine, chats, caplog):
+@pytest.mark.parametrize("max_pixels", [0, 56 * 56])  # the checkpoint's bounds, and fewer
+def test_greedy_answers_through_vllm_equal_hf_generate(
+    tiny_dir, processor, engine, chats, caplog, max_pixels
+):
     model = fresh_model(tiny_dir)
+    processor = load_processor(str(tiny_dir), 0, max_pixels)
     hf = generate(model, processor, chats, max_new_tokens=24, batch_size=6, progress=False)
     ours = generate(model, processor, chats, 24, progress=False, engine=engine.synced(model, 0))
     assert ours == hf

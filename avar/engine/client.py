@@ -179,10 +179,16 @@ class VllmEngine:
     ) -> tuple[list[list[Sample]], list[list[int]]]:
         """`n` completions per chat (temperature 0: greedy) and each chat's prompt token ids
         as vLLM built them."""
+        size = getattr(processor.image_processor, "size", None) or {}
+        pixels = {  # the image processor's bounds, as avar's processor has them
+            "min_pixels": size.get("shortest_edge"),
+            "max_pixels": size.get("longest_edge"),
+        }
         prompts = [
             {
                 "text": render(processor, chat, add_generation_prompt=True),
                 "images": [png(image) for image in conversation_images(chat)],
+                "pixels": {k: v for k, v in pixels.items() if v},
             }
             for chat in chats
         ]

@@ -9,7 +9,7 @@ vLLM prints goes to stderr (avar.engine.client logs it). The first line is the e
 "gpu_memory_utilization", "kv_cache_gib"}), answered with {"ok", "load_s", "version"}; then
 requests by "op":
 
-    generate      {"prompts": [{"text", "images": [base64 PNG]}], "n", "temperature",
+    generate      {"prompts": [{"text", "images": [base64 PNG], "pixels"}], "n", "temperature",
                    "max_tokens", "stop_token_ids", "suppress_token_ids", "logprobs"} ->
                   {"outputs": [{"prompt_token_ids", "samples": [{"token_ids", "logprobs"}]}]}
     load_weights  {"folder"}: the safetensors files there replace the engine's weights
@@ -96,7 +96,9 @@ def generate(llm, request: dict, scratch: Path) -> dict:
     prompts = []
     for p in request["prompts"]:
         images = [Image.open(io.BytesIO(base64.b64decode(i))) for i in p["images"]]
-        data = {"multi_modal_data": {"image": images}} if images else {}
+        data = {}
+        if images:  # the image processor's pixel bounds, as avar's processor had them
+            data = {"multi_modal_data": {"image": images}, "mm_processor_kwargs": p["pixels"]}
         prompts.append({"prompt": p["text"]} | data)
     outputs = []
     for out in llm.generate(prompts, params, use_tqdm=False):
