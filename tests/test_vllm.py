@@ -10,6 +10,7 @@ One engine for the module (about 10 s to start here); the module takes about 3 m
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -58,6 +59,16 @@ def test_a_missing_vllm_environment_is_one_line(tiny_dir, tmp_path):
     said = str(raised.value)
     assert "\n" not in said and str(tmp_path / "no-env/bin/python") in said
     assert "make vllm-env" in said
+
+
+def test_a_python_without_vllm_is_one_line(tiny_dir):
+    # avar's own Python runs the worker, whose `import vllm` fails: said, not a fall-back
+    spec = EngineSpec(VllmConfig(python=sys.executable), "float32", 0, "cpu")
+    with pytest.raises(EngineError) as raised:
+        VllmEngine(spec, tiny_dir)
+    said = str(raised.value)
+    assert "\n" not in said and sys.executable in said
+    assert "No module named 'vllm'" in said
 
 
 def test_lora_weights_are_merged_as_peft_merges_them(tiny_dir):

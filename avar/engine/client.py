@@ -37,8 +37,8 @@ VLLM_DTYPES = {"torch.float32": "float32", "torch.bfloat16": "bfloat16", "torch.
 
 
 class EngineError(UserError):
-    """vLLM is missing, broken, or its engine failed: one line, with the engine's last log
-    lines where it printed any."""
+    """vLLM is missing, broken, or its engine failed: one line (the engine's last log lines
+    go to the log just before it)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,7 @@ class VllmEngine:
         if spec.device.startswith("cuda:"):  # this rank's GPU, shared with its training
             env["CUDA_VISIBLE_DEVICES"] = spec.device.split(":")[1]
         env.pop("PYTHONPATH", None)  # avar's environment stays out of vLLM's
+        self.python = python
         self.lines: collections.deque[str] = collections.deque(maxlen=40)
         self.process = subprocess.Popen(
             [str(python), str(WORKER)],
@@ -156,15 +157,19 @@ class VllmEngine:
             answer = ""
         if not answer:
             code = self.process.wait(timeout=30)
-            raise EngineError(f"vLLM engine exited {code}{self._tail()}")
+            self._log_tail()
+            raise EngineError(f"vLLM engine ({self.python}) exited {code}")
         reply = json.loads(answer)
         if not reply.pop("ok"):
-            raise EngineError(f"vLLM engine: {reply['error']}{self._tail()}")
+            self._log_tail()
+            raise EngineError(f"vLLM engine ({self.python}): {reply['error']}".splitlines()[0])
         return reply
 
-    def _tail(self) -> str:
+    def _log_tail(self) -> None:
+        """The engine's last lines, where a failure's cause usually is."""
         said = [line for line in self.lines if line.strip()][-12:]
-        return ("; its last lines:\n" + "\n".join(said)) if said else ""
+        if said:
+            log.error("the vLLM engine's last lines:\n%s", "\n".join(said))
 
     def sample(
         self,
