@@ -19,21 +19,35 @@ class LengthRewarded(GrpoTrainer):
         return rewards
 
 
-def grpo_step(
-    model, processor, rows, output_dir, objective: GrpoObjective, trainer_class=LengthRewarded
-):
-    """Train `model` one GRPO step (lr 1e-3, 2 prompts a rank) on `rows`; the trainer."""
-    args = TrainingArguments(
+def grpo_args(output_dir, max_steps: int = 1, learning_rate: float = 1e-3):
+    """CPU training arguments of the GRPO tests: 2 prompts a rank, a log row every step."""
+    return TrainingArguments(
         output_dir=str(output_dir),
-        max_steps=1,
+        max_steps=max_steps,
         per_device_train_batch_size=2,
-        learning_rate=1e-3,
+        learning_rate=learning_rate,
         report_to="none",
         use_cpu=True,
         remove_unused_columns=False,
         save_strategy="no",
         logging_steps=1,
     )
+
+
+def grpo_step(
+    model,
+    processor,
+    rows,
+    output_dir,
+    objective: GrpoObjective,
+    trainer_class=LengthRewarded,
+    steps: int = 1,
+    learning_rate: float = 1e-3,
+    **more,
+):
+    """Train `model` `steps` GRPO steps (2 prompts a rank) on `rows`; the trainer. `more`:
+    the trainer's other arguments (an engine)."""
+    args = grpo_args(output_dir, steps, learning_rate)
     trainer = trainer_class(
         model=model,
         args=args,
@@ -41,6 +55,7 @@ def grpo_step(
         data_collator=keep_rows,
         processing_class=processor,
         objective=objective,
+        **more,
     )
     trainer.train()
     return trainer

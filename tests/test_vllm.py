@@ -14,8 +14,7 @@ import sys
 
 import pytest
 import torch
-from grpo_steps import LengthRewarded
-from transformers import TrainingArguments
+from grpo_steps import LengthRewarded, grpo_step
 
 from avar.config.schema import GenerateConfig, ModelConfig, RlConfig, VllmConfig
 from avar.data import read_jsonl
@@ -23,7 +22,7 @@ from avar.engine.client import EngineError, EngineSpec, VllmEngine, engine_spec
 from avar.engine.policy import PolicyEngine, merged_weights
 from avar.generate import generate
 from avar.models.loader import load_model, load_processor
-from avar.stages.rl import keep_rows, prompt_rows
+from avar.stages.rl import prompt_rows
 from avar.train.grpo import GrpoObjective, GrpoTrainer
 
 SPEC = engine_spec(GenerateConfig(backend="vllm"), ModelConfig(device="cpu"))
@@ -144,30 +143,12 @@ class Replayed(LengthRewarded):
 
 def grpo_run(trainer_class, tiny_dir, processor, rows, out, engine=None) -> GrpoTrainer:
     """Two GRPO steps of a fresh tiny model (lr 3e-3: far enough for stale weights to show)."""
-    rl = RlConfig(group_size=4, max_completion_tokens=12, temperature=0.7)
-    args = TrainingArguments(
-        output_dir=str(out),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        learning_rate=3e-3,
-        report_to="none",
-        use_cpu=True,
-        remove_unused_columns=False,
-        save_strategy="no",
-        logging_steps=1,
+    objective = GrpoObjective.from_config(
+        RlConfig(group_size=4, max_completion_tokens=12, temperature=0.7)
     )
     model = load_model(str(tiny_dir), device="cpu", dtype="fp32")
-    trainer = trainer_class(
-        model=model,
-        args=args,
-        train_dataset=rows,
-        data_collator=keep_rows,
-        processing_class=processor,
-        objective=GrpoObjective.from_config(rl),
-        **({"engine": engine} if engine else {}),
-    )
-    trainer.train()
-    return trainer
+    more = {"engine": engine} if engine else {}
+    return grpo_step(model, processor, rows, out, objective, trainer_class, 2, 3e-3, **more)
 
 
 @pytest.mark.slow
