@@ -106,6 +106,16 @@ def test_greedy_answers_through_vllm_equal_hf_generate(
 
 @pytest.mark.slow
 @needs_vllm
+def test_a_prompt_with_three_images_gets_hfs_answer(tiny_dir, processor, engine, multi_image_chat):
+    model = fresh_model(tiny_dir)
+    chat = multi_image_chat[:-1]  # up to the last user turn: three images in all
+    hf = generate(model, processor, [chat], max_new_tokens=16, progress=False)
+    ours = generate(model, processor, [chat], 16, progress=False, engine=engine.synced(model, 0))
+    assert ours == hf
+
+
+@pytest.mark.slow
+@needs_vllm
 def test_the_engines_weights_follow_the_model(tiny_dir, processor, engine, chats):
     model = fresh_model(tiny_dir)
     before = generate(model, processor, chats, 16, progress=False, engine=engine.synced(model, 0))

@@ -515,11 +515,14 @@ class VllmConfig:
     """Longest prompt + completion the engine schedules, in tokens."""
     enforce_eager: bool = False
     """No CUDA graphs (less memory, slower decoding); always on for CPU."""
+    max_images: int = 4
+    """Most images one prompt may carry (vLLM sizes its profiling run by it)."""
 
     def check(self, key: str) -> None:
         share = self.gpu_memory_utilization
         _require(0 < share < 1, f"{key}.gpu_memory_utilization", "a float in (0, 1)", share)
         _require(self.kv_cache_gib >= 1, f"{key}.kv_cache_gib", "an int >= 1", self.kv_cache_gib)
+        _require(self.max_images >= 1, f"{key}.max_images", "an int >= 1", self.max_images)
         length = self.max_model_len
         _require(length >= 64, f"{key}.max_model_len", "an int >= 64", length)
 

@@ -105,7 +105,7 @@ def png(image) -> str:
 class VllmEngine:
     """A vLLM engine serving the model in `folder` (a context manager: closed on exit)."""
 
-    def __init__(self, spec: EngineSpec, folder: str | Path, max_images: int = 1):
+    def __init__(self, spec: EngineSpec, folder: str | Path):
         python = spec.python()
         if python is None:
             tried = " or ".join(map(str, spec.pythons()))
@@ -134,13 +134,12 @@ class VllmEngine:
         started = self._ask(
             fields | {"model": str(folder), "dtype": spec.dtype, "seed": spec.seed},
             device=device,
-            max_images=max_images,
         )
         self.version = started["version"]
         log.info("vLLM %s engine for %s loaded in %.1f s", self.version, folder, started["load_s"])
 
     def _log(self) -> None:
-        """The engine's stderr: kept (the last lines go into errors) and logged."""
+        """The engine's stderr: logged, its last lines kept for a failure's log."""
         assert self.process.stderr is not None
         for line in self.process.stderr:
             line = line.rstrip()
